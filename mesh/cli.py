@@ -1,0 +1,91 @@
+"""The `edgemesh` command. Each package adds its own subcommands through `register()`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mesh.nats_config import render_nats_config
+from mesh.process import FreePorts, LaunchError
+from mesh.secrets import generate_secrets, load_secrets
+from mesh.topology import Topology, TopologyError, dev_topology, load_topology, local_topology
+
+# Modules that may add subcommands: each has `register(subparsers) -> None`, and each
+# subcommand sets `func` (args -> exit code) with `set_defaults`.
+PLUGIN_MODULES = ("edge.cli", "control_plane.cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_nats_config(args: argparse.Namespace) -> int:
+    topology = load_topology(args.topology)
+    secrets = load_secrets(args.secrets) if args.secrets else generate_secrets()
+    store = args.store_dir or f"/var/lib/edgemesh/nats/{args.region}-{args.server}"
+    sys.stdout.write(render_nats_config(topology, secrets, args.region, args.server, store))
+    return 0
+
+
+def _dev_topology(args: argparse.Namespace) -> Topology:
+    if args.topology:
+        return load_topology(args.topology)
+    if args.port_base == 0:
+        return local_topology(FreePorts(), args.servers_per_region, args.edges_per_region)
+    return dev_topology(args.port_base, args.servers_per_region, args.edges_per_region)
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from mesh.dev import run_dev
+
+    topology = _dev_topology(args)
+    available = set(args.subcommands)
+    return run_dev(topology, args.data_dir, args.state, available)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgemesh", description="Self-hosted multi-region realtime messaging."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("nats-config", help="print one nats-server's config from the topology")
+    p.add_argument("--topology", required=True, type=Path, help="topology file (.json or .toml)")
+    p.add_argument("--region", required=True)
+    p.add_argument("--server", type=int, default=1, help="1-based server number in the region")
+    p.add_argument("--secrets", type=Path, help="secrets JSON (default: fresh random secrets)")
+    p.add_argument("--store-dir", help="JetStream store directory")
+    p.set_defaults(func=_cmd_nats_config)
+
+    p = sub.add_parser("dev", help="run a local multi-region deployment")
+    p.add_argument("--topology", type=Path, help="topology file (default: eu, us, ap)")
+    p.add_argument("--servers-per-region", type=int, default=1, choices=range(1, 6))
+    p.add_argument("--edges-per-region", type=int, default=1)
+    p.add_argument("--port-base", type=int, default=14000, help="first port (0: any free ports)")
+    p.add_argument("--data-dir", type=Path, help="where NATS data and logs go (default: temp)")
+    p.add_argument("--state", type=Path, help="write endpoints and pids to this JSON file")
+    p.set_defaults(func=_cmd_dev)
+
+    for name in PLUGIN_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
+    parser.set_defaults(subcommands=sorted(sub.choices))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Handler = args.func
+    try:
+        return func(args)
+    except (TopologyError, LaunchError) as exc:
+        for line in str(exc).splitlines():
+            print(f"edgemesh {args.command}: {line}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Render one nats-server's configuration from the topology. Pure: no file or process I/O.
+
+Every server requires auth: components connect as their own users in the ``EM``
+account (JetStream enabled), monitoring tools as ``sys`` in the system account,
+and routes and gateways authenticate with their own credentials.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from mesh.secrets import Secrets
+from mesh.topology import NatsServer, Region, Topology, TopologyError
+
+ACCOUNT = "EM"
+SYSTEM_ACCOUNT = "SYS"
+
+
+@dataclass(frozen=True)
+class JetStreamLimits:
+    max_memory_store: str = "256MB"
+    max_file_store: str = "8GB"
+
+
+def _q(s: str) -> str:
+    """A NATS config string literal (NATS accepts JSON-style double-quoted strings)."""
+    return json.dumps(s)
+
+
+def _url(user: str, password: str, host: str, port: int) -> str:
+    return f"nats://{user}:{password}@{host}:{port}"
+
+
+def find_server(topology: Topology, region: str, server: int) -> tuple[Region, NatsServer]:
+    """The region and its `server`-th (1-based) NATS server. Raises TopologyError."""
+    r = topology.region(region)
+    if not 1 <= server <= len(r.nats):
+        raise TopologyError(f"server: region {region!r} has servers 1..{len(r.nats)}, not {server}")
+    return r, r.nats[server - 1]
+
+
+def render_nats_config(
+    topology: Topology,
+    secrets: Secrets,
+    region: str,
+    server: int,
+    store_dir: str,
+    limits: JetStreamLimits = JetStreamLimits(),
+) -> str:
+    """The nats-server config text for server number `server` (1-based) of `region`."""
+    r, s = find_server(topology, region, server)
+    c = secrets.nats
+    # JetStream needs a cluster block with routes even for a one-server cluster:
+    # a route to itself is fine.
+    routes = ", ".join(
+        _q(_url("route", c.route, peer.public_host, peer.cluster_port)) for peer in r.nats
+    )
+    gateways = []
+    for other in topology.regions:
+        if other.name == r.name:
+            continue
+        urls = ", ".join(
+            _q(_url("gateway", c.gateway, p.public_host, p.gateway_port)) for p in other.nats
+        )
+        gateways.append(f"    {{ name: {_q(other.name)}, urls: [{urls}] }}")
+    adv = ""
+    if s.advertise_host:
+        adv = f"client_advertise: {_q(f'{s.advertise_host}:{s.client_port}')}\n"
+    cluster_adv = (
+        f"  advertise: {_q(f'{s.advertise_host}:{s.cluster_port}')}\n" if s.advertise_host else ""
+    )
+    gateway_adv = (
+        f"  advertise: {_q(f'{s.advertise_host}:{s.gateway_port}')}\n" if s.advertise_host else ""
+    )
+    gateway_lines = "\n".join(gateways)
+    return f"""# Rendered by `edgemesh nats-config` for {r.name}/{s.name}. Do not edit by hand.
+server_name: {_q(s.name)}
+listen: {_q(f"{s.host}:{s.client_port}")}
+{adv}http: {_q(f"{s.host}:{s.monitor_port}")}
+max_payload: 1MB
+
+jetstream {{
+  store_dir: {_q(store_dir)}
+  max_memory_store: {limits.max_memory_store}
+  max_file_store: {limits.max_file_store}
+}}
+
+accounts {{
+  {ACCOUNT} {{
+    jetstream: enabled
+    users: [
+      {{ user: "edge", password: {_q(c.edge)} }}
+      {{ user: "control", password: {_q(c.control)} }}
+    ]
+  }}
+  {SYSTEM_ACCOUNT} {{
+    users: [ {{ user: "sys", password: {_q(c.sys)} }} ]
+  }}
+}}
+system_account: {SYSTEM_ACCOUNT}
+
+cluster {{
+  name: {_q(r.name)}
+  listen: {_q(f"{s.host}:{s.cluster_port}")}
+{cluster_adv}  authorization {{ user: "route", password: {_q(c.route)} }}
+  routes: [{routes}]
+}}
+
+gateway {{
+  name: {_q(r.name)}
+  listen: {_q(f"{s.host}:{s.gateway_port}")}
+{gateway_adv}  reject_unknown_cluster: true
+  authorization {{ user: "gateway", password: {_q(c.gateway)} }}
+  gateways: [
+{gateway_lines}
+  ]
+}}
+"""

@@ -1,0 +1,150 @@
+"""`edgemesh dev` as a user runs it: a real subprocess, real servers, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mesh.process import wait_until
+from mesh.topology import dev_topology
+
+
+def _edgemesh(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mesh.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _pids(state: dict[str, Any]) -> list[int]:
+    pids = []
+    for r in state["regions"].values():
+        pids += [n["pid"] for n in r["nats"]] + [e["pid"] for e in r["edges"]]
+        if r["control_plane"]:
+            pids.append(r["control_plane"]["pid"])
+    return pids
+
+
+def test_dev_runs_a_supercluster_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    proc = _edgemesh(
+        "dev", "--port-base", "0", "--state", str(state_file), "--data-dir", str(tmp_path / "d")
+    )
+    try:
+        assert wait_until(state_file.exists, 90, 0.2), proc.stderr and proc.stderr.read()
+        state = json.loads(state_file.read_text())
+        assert set(state["regions"]) == {"eu", "us", "ap"}
+        for name, region in state["regions"].items():
+            gw = httpx.get(region["nats"][0]["monitor_url"] + "/gatewayz").json()
+            assert set(gw["outbound_gateways"]) == {"eu", "us", "ap"} - {name}
+        pids = _pids(state)
+        assert all(_alive(p) for p in pids)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "region eu" in out and "API key" in out
+        assert [p for p in pids if _alive(p)] == []
+        assert not state_file.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_dev_with_three_servers_per_region(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    proc = _edgemesh(
+        "dev",
+        "--port-base",
+        "0",
+        "--servers-per-region",
+        "3",
+        "--edges-per-region",
+        "0",
+        "--state",
+        str(state_file),
+    )
+    try:
+        assert wait_until(state_file.exists, 90, 0.2)
+        state = json.loads(state_file.read_text())
+        for region in state["regions"].values():
+            assert len(region["nats"]) == 3
+            routes = httpx.get(region["nats"][0]["monitor_url"] + "/routez").json()
+            assert {r["remote_name"] for r in routes["routes"]} == {
+                n["name"] for n in region["nats"][1:]
+            }
+        pids = _pids(state)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert [p for p in pids if _alive(p)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_port_in_use_is_one_clear_line_and_nothing_runs(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        # The first region's first NATS client port is port_base itself.
+        proc = _edgemesh("dev", "--port-base", str(taken), "--data-dir", str(tmp_path))
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert f"port {taken} (eu-n1 client_port) on 127.0.0.1 is already in use" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("nats/*/nats.log"))
+
+
+def test_missing_binary_is_one_clear_line(tmp_path: Path) -> None:
+    env = dict(os.environ, EDGEMESH_NATS_SERVER=str(tmp_path / "no-such-nats-server"))
+    proc = _edgemesh("dev", "--port-base", "0", "--data-dir", str(tmp_path), env=env)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "cannot run" in err and "no-such-nats-server" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_topology_file_names_the_field(tmp_path: Path) -> None:
+    doc = json.loads(dev_topology(30000).to_json())
+    doc["regions"][1]["latitude"] = 123
+    topo = tmp_path / "t.json"
+    topo.write_text(json.dumps(doc))
+    proc = _edgemesh("dev", "--topology", str(topo))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "regions.1.latitude" in err and "t.json" in err
+
+
+@pytest.mark.parametrize("argv", [["dev", "--servers-per-region", "0"], ["nats-config"]])
+def test_bad_arguments_exit_nonzero(argv: list[str]) -> None:
+    proc = _edgemesh(*argv)
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0
