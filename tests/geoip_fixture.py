@@ -14,12 +14,15 @@ networks, e.g. ``{"127.0.0.0/8": MUMBAI}`` to give loopback resolvers a location
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
+
+from mesh.topology import Topology, parse_topology
 
 
 @dataclass(frozen=True)
@@ -78,3 +81,26 @@ def build_city_db(
         writer.insert_network(IPSet([network]), _record(location))
     writer.to_db_file(str(path))
     return path
+
+
+# Distinct answer addresses per dev region, so a test can tell the regions apart
+# (local_topology puts every edge on 127.0.0.1). ap has no IPv6 address on purpose.
+REGION_ADDRESSES: dict[str, tuple[str, ...]] = {
+    "eu": ("10.0.1.1", "10.0.1.2", "fd00:1::1"),
+    "us": ("10.0.2.1", "fd00:2::1"),
+    "ap": ("10.0.3.1",),
+}
+
+
+def geo_topology(
+    topology: Topology,
+    addresses: Mapping[str, tuple[str, ...]] = REGION_ADDRESSES,
+    **dns: object,
+) -> Topology:
+    """``topology`` with ``public_addresses`` per region and ``dns`` settings replaced."""
+    data = json.loads(topology.to_json())
+    for region in data["regions"]:
+        if region["name"] in addresses:
+            region["public_addresses"] = list(addresses[region["name"]])
+    data["dns"] = {**data.get("dns", {}), **dns}
+    return parse_topology(data)
