@@ -9,6 +9,7 @@ and is None too: a DNS answer for the default region beats no answer.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 
@@ -50,9 +51,13 @@ class GeoIpLocator:
 
     def __call__(self, address: str) -> Location | None:
         try:
-            location = self._reader.city(address).location
-        except (geoip2.errors.AddressNotFoundError, ValueError):
-            return None  # not in the database, or not an IP address
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        try:
+            location = self._reader.city(ip).location
+        except geoip2.errors.AddressNotFoundError:
+            return None
         except Exception as exc:  # corrupt data, closed reader, I/O error
             self._failures += 1
             log.warning("geoip lookup of %s in %s failed: %s", address, self.path, exc)
