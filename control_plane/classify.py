@@ -1,11 +1,12 @@
 """One observer's judgement of one probe round: each region ok, degraded or failing. Pure.
 
-`failing` means users of the region are not served: no NATS server answers, JetStream
-has no meta leader, every edge fails `/readyz` or the WebSocket handshake, the
+`failing` means users of the region are not served: no NATS server answers, every edge
+fails `/readyz` or the WebSocket handshake, the
 synthetic publish did not come through, or the region's servers have no gateway to any
 other region. `degraded` means something is wrong but users are still served: some
 edges or servers fail, a server's `/healthz` is not ok (a signal, never the verdict:
-it says ok through real failures), a gateway is missing, or a mirror of the region's
+it says ok through real failures), JetStream has no meta leader (streams still work; only
+creating them does not), a gateway is missing, or a mirror of the region's
 stream elsewhere has lost contact with it. A missing gateway to, or a stale mirror of,
 a region that is itself failing is that region's problem, not the observer's.
 """
@@ -63,8 +64,6 @@ def _failing_reasons(probe: RegionProbe, others: tuple[str, ...]) -> list[str]:
     reachable = [s for s in probe.servers if s not in probe.servers_unreachable]
     if probe.servers and not reachable:
         reasons.append("nats: no server answers monitoring")
-    elif _all_fail(_of(probe, JSZ)):
-        reasons.append("jetstream: unavailable on every server")
     for check, what in (
         (READYZ, "edges: every /readyz fails"),
         (WEBSOCKET, "edges: every WebSocket handshake fails"),
