@@ -70,7 +70,7 @@ def test_all_good_is_ok() -> None:
     assert {n: a.status for n, a in out.items()} == dict.fromkeys(("eu", "us", "ap"), Status.OK)
 
 
-@pytest.mark.parametrize("check", [READYZ, WEBSOCKET, PUBLISH, JSZ])
+@pytest.mark.parametrize("check", [READYZ, WEBSOCKET, PUBLISH])
 def test_a_critical_check_failing_everywhere_is_failing(check: str) -> None:
     probes = three()
     probes["eu"] = fail(probes["eu"], check)
@@ -78,12 +78,13 @@ def test_a_critical_check_failing_everywhere_is_failing(check: str) -> None:
     assert out["eu"].status is Status.FAILING and out["us"].status is Status.OK
 
 
-def test_nats_healthz_alone_is_only_degraded() -> None:
+@pytest.mark.parametrize(("check", "words"), [(NATS_HEALTHZ, "healthz"), (JSZ, "jetstream")])
+def test_nats_healthz_or_jsz_alone_is_only_degraded(check: str, words: str) -> None:
     probes = three()
-    probes["eu"] = fail(probes["eu"], NATS_HEALTHZ)
+    probes["eu"] = fail(probes["eu"], check)
     out = classify_round(probes, mirror_stale_s=10)
     assert out["eu"].status is Status.DEGRADED
-    assert "healthz" in out["eu"].reasons[0]
+    assert words in out["eu"].reasons[0]
 
 
 def test_unreachable_nats_is_failing_and_others_missing_gateways_to_it_are_not_degraded() -> None:
