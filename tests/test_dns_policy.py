@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 
@@ -10,10 +9,16 @@ import pytest
 
 from control_plane.dns.message import Question, Rcode, RRType
 from control_plane.dns.names import name_from_text
-from control_plane.dns.policy import Location, ZoneAnswer, ZonePolicy
+from control_plane.dns.policy import ZoneAnswer, ZonePolicy
 from mesh.control import RegionState
 from mesh.topology import DEV_REGIONS, Topology, local_topology, parse_topology
-from tests.geoip_fixture import CLIENTS, REGION_ADDRESSES, UNKNOWN_ADDRESS, geo_topology
+from tests.geoip_fixture import (
+    CLIENTS,
+    REGION_ADDRESSES,
+    UNKNOWN_ADDRESS,
+    fixture_locator,
+    geo_topology,
+)
 
 DOWN, DRAINING, DEGRADED = RegionState.DOWN, RegionState.DRAINING, RegionState.DEGRADED
 
@@ -21,15 +26,6 @@ DOWN, DRAINING, DEGRADED = RegionState.DOWN, RegionState.DRAINING, RegionState.D
 def base_topology(regions: tuple[tuple[str, float, float], ...] = DEV_REGIONS) -> Topology:
     ports = itertools.count(20000)
     return local_topology(lambda: next(ports), regions=regions)
-
-
-def table_locator(address: str) -> Location | None:
-    """The fixture's clients, by network, as the geoip locator would see them."""
-    ip = ipaddress.ip_address(address)
-    for c in CLIENTS.values():
-        if ip in ipaddress.ip_network(c.network):
-            return c.location
-    return None
 
 
 def ask(
@@ -41,7 +37,7 @@ def ask(
     qclass: int = 1,
 ) -> ZoneAnswer:
     q = Question(name_from_text(name), int(qtype), qclass)
-    return policy.answer(q, client, states or {}, table_locator)
+    return policy.answer(q, client, states or {}, fixture_locator)
 
 
 def addresses(answer: ZoneAnswer) -> set[str]:

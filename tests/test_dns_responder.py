@@ -19,8 +19,7 @@ from control_plane.dns.responder import Responder, client_address
 from control_plane.dns.settings import DnsSettings, DnsSettingsError
 from mesh.control import RegionState
 from mesh.topology import local_topology
-from tests.geoip_fixture import CLIENTS, REGION_ADDRESSES, geo_topology
-from tests.test_dns_policy import table_locator
+from tests.geoip_fixture import CLIENTS, REGION_ADDRESSES, fixture_locator, geo_topology
 
 PORTS = itertools.count(40000)
 TOPOLOGY = geo_topology(local_topology(lambda: next(PORTS)))
@@ -43,7 +42,7 @@ def ask(
     responder: Responder = RESPONDER,
     udp: bool = True,
 ) -> dns.message.Message:
-    reply = responder.respond(q.to_wire(), source, states or {}, table_locator, udp=udp)
+    reply = responder.respond(q.to_wire(), source, states or {}, fixture_locator, udp=udp)
     assert reply.wire is not None
     response = dns.message.from_wire(reply.wire)
     assert q.is_response(response)  # id, question and QR, as a resolver checks them
@@ -51,7 +50,7 @@ def ask(
 
 
 def wire_size(responder: Responder, q: dns.message.Message, udp: bool = True) -> int:
-    reply = responder.respond(q.to_wire(), PARIS, {}, table_locator, udp=udp)
+    reply = responder.respond(q.to_wire(), PARIS, {}, fixture_locator, udp=udp)
     assert reply.wire is not None
     return len(reply.wire)
 
@@ -135,7 +134,7 @@ def test_other_opcodes_are_notimp() -> None:
 
 @pytest.mark.parametrize("wire", [b"", b"\x00" * 11, dns.message.make_response(query()).to_wire()])
 def test_responses_and_runts_are_dropped(wire: bytes) -> None:
-    reply = RESPONDER.respond(wire, PARIS, {}, table_locator, udp=True)
+    reply = RESPONDER.respond(wire, PARIS, {}, fixture_locator, udp=True)
     assert reply.wire is None and reply.problem in ("dns.short_header", "dns.not_a_query")
 
 
@@ -176,7 +175,7 @@ def test_plain_udp_is_truncated_at_512_and_tcp_is_not() -> None:
 def test_udp_limit_is_the_advertised_size_capped_by_the_setting() -> None:
     q = query("eu.edge.edgemesh.test", use_edns=0, payload=4096)
     size = len(
-        Responder(MANY).respond(q.to_wire(), PARIS, {}, table_locator, udp=False).wire or b""
+        Responder(MANY).respond(q.to_wire(), PARIS, {}, fixture_locator, udp=False).wire or b""
     )
     assert 512 < size < 4096
     at_limit = Responder(MANY, DnsSettings(max_udp_payload=size))
@@ -221,7 +220,7 @@ def test_uncompressed_responses_carry_the_same_answer() -> None:
     a, b = ask(q), ask(q, responder=plain)
     assert a.answer == b.answer and a.additional == b.additional
     sizes = [
-        len(r.respond(q.to_wire(), PARIS, {}, table_locator, udp=True).wire or b"")
+        len(r.respond(q.to_wire(), PARIS, {}, fixture_locator, udp=True).wire or b"")
         for r in (RESPONDER, plain)
     ]
     assert sizes[1] > sizes[0]
@@ -230,7 +229,7 @@ def test_uncompressed_responses_carry_the_same_answer() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(min_size=12, max_size=300))
 def test_any_reply_to_garbage_is_a_well_formed_response(data: bytes) -> None:
-    reply = RESPONDER.respond(data, PARIS, {}, table_locator, udp=True)
+    reply = RESPONDER.respond(data, PARIS, {}, fixture_locator, udp=True)
     if reply.wire is not None:
         m = dns.message.from_wire(reply.wire)
         assert m.flags & dns.flags.QR and m.id == int.from_bytes(data[:2], "big")
