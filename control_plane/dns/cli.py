@@ -38,9 +38,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--host", help="listen address (default: the region's control_plane.dns_host)")
     p.add_argument("--port", type=int, help="listen port (default: control_plane.dns_port)")
     d = DnsSettings()
-    p.add_argument("--max-udp-payload", type=int, default=d.max_udp_payload)
-    p.add_argument("--tcp-idle-timeout", type=float, default=d.tcp_idle_timeout_s)
-    p.add_argument("--max-tcp-connections", type=int, default=d.max_tcp_connections)
+    p.add_argument(
+        "--max-udp-payload",
+        type=int,
+        default=d.max_udp_payload,
+        help="largest UDP response with EDNS, 512-4096 octets (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tcp-idle-timeout",
+        type=float,
+        default=d.tcp_idle_timeout_s,
+        help="seconds before an idle TCP connection is closed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-tcp-connections",
+        type=int,
+        default=d.max_tcp_connections,
+        help="open TCP connections at most (default: %(default)s)",
+    )
     p.set_defaults(func=run_dns)
 
 
