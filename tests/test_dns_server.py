@@ -245,11 +245,11 @@ def test_idle_tcp_connection_is_closed_after_the_timeout(topology: Topology) -> 
     settings = DnsSettings(tcp_idle_timeout_s=0.3)
     with ThreadedServer(GeoDnsServer(topology, lambda _a: None, dict, settings)) as srv:
         with socket.create_connection((HOST, srv.port), timeout=TIMEOUT) as s:
+            start = time.monotonic()  # before the query: the server's idle clock starts later
             m = dns.query.tcp(make(), HOST, timeout=TIMEOUT, sock=s)
             assert m.rcode() == dns.rcode.NOERROR
-            idle_since = time.monotonic()
             assert s.recv(100) == b""  # the server closed it
-            assert time.monotonic() - idle_since >= 0.25
+            assert time.monotonic() - start >= 0.3
         assert srv.server.counters.tcp_idle_closed == 1
 
 
@@ -270,7 +270,7 @@ def test_connections_over_the_limit_are_closed(topology: Topology) -> None:
                 with socket.create_connection((HOST, srv.port), timeout=TIMEOUT) as s:
                     try:
                         return dns.query.tcp(make(), HOST, timeout=TIMEOUT, sock=s).rcode() == 0
-                    except EOFError:
+                    except (EOFError, ConnectionError):
                         return False  # still over the limit: closed at once
 
             assert wait_until(a_new_connection_is_served, timeout=TIMEOUT)
