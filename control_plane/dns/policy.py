@@ -57,6 +57,15 @@ class ZoneAnswer:
     region: str | None = None
 
 
+@dataclass(frozen=True)
+class _Node:
+    """A name that exists in the zone: its records by type."""
+
+    rrsets: dict[RRType, tuple[Record, ...]]
+    tailored: bool = False
+    region: str | None = None
+
+
 def serves_clients(states: Mapping[str, RegionState], region: str) -> bool:
     """A region without a verdict yet is given the benefit of the doubt."""
     state = states.get(region)
@@ -146,59 +155,66 @@ class ZonePolicy:
         """Answer ``question`` for a client at address ``client`` (ECS or resolver address)."""
         qname = folded(question.name)
         zlen = len(self.zone)
-        if question.qclass != CLASS_IN or qname[len(qname) - zlen :] != self.zone:
+        if question.qclass != CLASS_IN or len(qname) < zlen or qname[-zlen:] != self.zone:
             return ZoneAnswer(Rcode.REFUSED, authoritative=False)
         if question.qtype in (RRType.AXFR, RRType.IXFR):
             return ZoneAnswer(Rcode.REFUSED, authoritative=False)  # no zone transfers
         if question.qtype in _META_TYPES and question.qtype != RRType.ANY:
             return ZoneAnswer(Rcode.NOTIMP, authoritative=False)
-        relative = qname[: len(qname) - zlen]
-        owner = question.name
-        rrsets: dict[RRType, tuple[Record, ...]]
-        additional: tuple[Record, ...] = ()
-        tailored = False
-        region_name: str | None = None
-        if relative == ():
-            rrsets = {RRType.SOA: (Record(owner, RRType.SOA, self.ttl, self.soa),)}
-            rrsets[RRType.NS] = tuple(
-                Record(owner, RRType.NS, self.ttl, (label, *self.zone))
-                for label in self._nameservers
-            )
-            additional = self._glue()
-        elif relative == (EDGE_LABEL,):
-            running = self.running(states)
-            region = self._nearest(locator(client), running)
-            region_name = region.name if region else None
-            rrsets = self._address_rrsets(owner, region)
-            tailored = self._varies(question.qtype, running)
-        elif len(relative) == 2 and relative[1] == EDGE_LABEL and relative[0] in self._regions:
-            region = self._regions[relative[0]]
-            region_name = region.name
-            rrsets = self._address_rrsets(owner, region)
-        elif len(relative) == 1 and relative[0] in self._nameservers:
-            rrsets = self._records(owner, self._nameservers[relative[0]])
-        else:
+        node = self._node(qname[: len(qname) - zlen], question, client, states, locator)
+        if node is None:
             return ZoneAnswer(Rcode.NXDOMAIN, authority=(self._soa_record(),))
         if question.qtype == RRType.ANY:
-            found = tuple(rec for rrset in rrsets.values() for rec in rrset)
+            found = tuple(rec for rrset in node.rrsets.values() for rec in rrset)
         else:
-            found = rrsets.get(RRType(question.qtype), ()) if question.qtype in rrsets else ()
+            found = next((v for k, v in node.rrsets.items() if k == question.qtype), ())
         if not found:
             return ZoneAnswer(
                 Rcode.NOERROR,
                 authority=(self._soa_record(),),
-                tailored=tailored,
-                region=region_name,
+                tailored=node.tailored,
+                region=node.region,
             )
-        if RRType.NS not in {rec.rtype for rec in found}:
-            additional = ()
+        has_ns = any(rec.rtype == RRType.NS for rec in found)
         return ZoneAnswer(
             Rcode.NOERROR,
             answer=found,
-            additional=additional,
-            tailored=tailored,
-            region=region_name,
+            additional=self._glue() if has_ns else (),
+            tailored=node.tailored,
+            region=node.region,
         )
+
+    def _node(
+        self,
+        relative: Name,
+        question: Question,
+        client: str,
+        states: Mapping[str, RegionState],
+        locator: Locator,
+    ) -> _Node | None:
+        """The records of the name ``relative`` to the zone apex; None: no such name."""
+        owner = question.name
+        if relative == ():
+            ns = tuple(
+                Record(owner, RRType.NS, self.ttl, (label, *self.zone))
+                for label in self._nameservers
+            )
+            soa = (Record(owner, RRType.SOA, self.ttl, self.soa),)
+            return _Node({RRType.SOA: soa, RRType.NS: ns} if ns else {RRType.SOA: soa})
+        if relative == (EDGE_LABEL,):
+            running = self.running(states)
+            region = self._nearest(locator(client), running)
+            return _Node(
+                self._address_rrsets(owner, region),
+                tailored=self._varies(question.qtype, running),
+                region=region.name if region else None,
+            )
+        if len(relative) == 2 and relative[1] == EDGE_LABEL and relative[0] in self._regions:
+            region = self._regions[relative[0]]
+            return _Node(self._address_rrsets(owner, region), region=region.name)
+        if len(relative) == 1 and relative[0] in self._nameservers:
+            return _Node(self._records(owner, self._nameservers[relative[0]]))
+        return None
 
     def _varies(self, qtype: int, running: list[Region]) -> bool:
         """Whether clients elsewhere could get other records of ``qtype`` (the ECS scope)."""
