@@ -96,7 +96,7 @@ class ControlPlanes:
         doc = await self.get(region, "/v1/regions")
         return {r["name"]: r["state"] for r in doc["regions"]}
 
-    async def wait_ready(self, regions: Sequence[str], timeout: float = 30.0) -> None:
+    async def wait_ready(self, regions: Sequence[str], within: float = 30.0) -> None:
         """Until every instance answers and has fresh reports from all the others."""
 
         async def ready() -> bool:
@@ -109,11 +109,11 @@ class ControlPlanes:
                     return False
             return True
 
-        await wait_for(ready, timeout, "instances ready")
+        await wait_for(ready, within, "instances ready")
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.2
+    predicate: Callable[[], Awaitable[bool]], within: float, what: str, interval: float = 0.2
 ) -> float:
     """Poll `predicate` until true; returns the seconds it took. Fails the test on timeout.
     Connection errors count as "not yet"."""
@@ -125,8 +125,8 @@ async def wait_for(
                 return time.monotonic() - start
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             last = exc
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        if time.monotonic() - start > within:
+            raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
         await asyncio.sleep(interval)
 
 

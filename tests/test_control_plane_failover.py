@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import dns.edns
 import dns.message
@@ -142,7 +141,7 @@ async def test_one_observers_cut_view_takes_nothing_down(cps: ControlPlanes) -> 
         async def ap_votes_eu_down_for_a_while() -> bool:
             votes = (await cps.get("us", "/v1/regions/eu"))["votes"]
             ap = next(v for v in votes if v["observer"] == "ap")
-            return ap["says"] == "down" and ap["counted"] and ap["fail_streak"] >= 6
+            return bool(ap["says"] == "down" and ap["counted"] and ap["fail_streak"] >= 6)
 
         await wait_for(ap_votes_eu_down_for_a_while, 40, "ap voting eu down for 3 rounds")
         for r in REGIONS:
@@ -231,8 +230,8 @@ async def test_drain_and_restore_everywhere_and_across_restarts(cps: ControlPlan
 
     # Every instance restarts at once: only the persisted drain can bring it back.
     cps.stop_all()
-    for r in REGIONS:
-        cps.start(r)
+    for region in REGIONS:
+        cps.start(region)
     await cps.wait_ready(REGIONS)
     await wait_for(eu_draining_everywhere, 15, "eu still draining after restarting all")
 
