@@ -65,6 +65,7 @@ class ControlPlaneInstance:
         self.reports: dict[str, ObserverReport] = {}
         self.book = DrainBook()
         self.drains_persisted = False
+        self.drains_loaded = False
         self.events: deque[Event] = deque(maxlen=settings.events_kept)
         self.recent: dict[str, deque[dict[str, Any]]] = {
             n: deque(maxlen=settings.recent_rounds_kept) for n in topology.names
@@ -190,13 +191,21 @@ class ControlPlaneInstance:
     def region_states(self) -> RegionStates:
         return RegionStates(self.region, self.now_ms(), self.states())
 
+    @property
+    def settled(self) -> bool:
+        """Whether this instance's verdicts are worth announcing: it has probed once and
+        knows the drains (from its bucket or from another instance's report). A fresh
+        instance must not tell the edges "all healthy" over a drain it has not heard of."""
+        heard = self.drains_loaded or any(o != self.region for o in self.reports)
+        return self.round >= 1 and heard
+
     async def _announce_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.announce_interval_s):
                     await self._announce_now.wait()
             self._announce_now.clear()
-            if await self.exchange.publish_states(self.region_states()):
+            if self.settled and await self.exchange.publish_states(self.region_states()):
                 self.announcements += 1
 
     def route(self, ip: str | None) -> RouteAnswer:
@@ -212,6 +221,7 @@ class ControlPlaneInstance:
             if stored is not None:
                 break
             await asyncio.sleep(1.0)
+        self.drains_loaded = True
         if self.book.merge_all(stored.records()):
             self.evaluate()
         # Write back what we knew beyond the stored copy (from reports meanwhile).
