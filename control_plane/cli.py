@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--topology", required=True, type=Path, help="topology file (.json or .toml)")
     p.add_argument("--secrets", required=True, type=Path, help="secrets JSON")
     p.add_argument("--region", required=True, help="the region this instance runs in")
-    p.add_argument("--geoip-db", type=Path, help="MaxMind City database for route and DNS")
+    p.add_argument(
+        "--geoip-db",
+        type=Path,
+        default=os.environ.get("EDGEMESH_GEOIP_DB") or None,
+        help="MaxMind City database for route and DNS (default: $EDGEMESH_GEOIP_DB)",
+    )
     p.add_argument("--no-dns", action="store_true", help="do not serve geo-DNS in this instance")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     settings = p.add_argument_group(
