@@ -206,5 +206,11 @@ class Prober:
             return CheckResult(WEBSOCKET, edge.name, False, f"{type(exc).__name__}: {exc}"[:200])
         ms = (time.perf_counter() - start) * 1000
         kind = first.get("type") if isinstance(first, dict) else None
-        ok = kind == "connected"
-        return CheckResult(WEBSOCKET, edge.name, ok, "" if ok else f"first frame {kind!r}", ms)
+        if kind == "connected":
+            return CheckResult(WEBSOCKET, edge.name, True, "", ms)
+        if kind == "disconnect" and first.get("reason") == "draining":
+            # The edge took the handshake, checked our token and refuses clients because
+            # the control plane said its region is down or drained: it works. Counting
+            # this as a failure would keep a recovered region down for ever.
+            return CheckResult(WEBSOCKET, edge.name, True, "refusing clients: draining", ms)
+        return CheckResult(WEBSOCKET, edge.name, False, f"first frame {kind!r}", ms)

@@ -78,11 +78,13 @@ async def run_instance(config: InstanceConfig) -> int:
             create_app(cp),
             host=cpc.bind_host or cpc.host,
             port=cpc.port,
-            log_level="warning",
+            log_level="info",
+            access_log=False,
             lifespan="off",
         )
     )
     await cp.start()
+    log.info("instance %s started; serving the API on %s", cp.region, cpc.url)
     try:
         await server.serve()
     finally:

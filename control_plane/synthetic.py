@@ -1,11 +1,14 @@
-"""The synthetic publish: a message published at a probed region's edge must reach a
-subscriber at this observer's own region's edge, so it crosses the mesh the way users'
-messages do (edge REST -> JetStream in the probed region -> gateway -> this region's edge
--> WebSocket).
+"""The synthetic publish: a message published at a probed region's edge must reach this
+observer's subscriber, so it crosses the mesh the way users' messages do (edge REST ->
+JetStream in the probed region -> gateway -> the subscriber's edge -> WebSocket).
 
-The subscriber is one long-lived WebSocket per observer, subscribed to its own probe
-channel (:func:`control_plane.subjects.probe_channel`). When it is not connected every
-synthetic probe fails, so an observer whose own region is broken sees every region
+The subscriber is a long-lived WebSocket subscribed to the observer's own probe channel
+(:func:`control_plane.subjects.probe_channel`), at an edge of the observer's own region
+when that region serves clients. When it does not (down or drained: its edges refuse
+clients, as the control plane told them to), the subscriber moves to the nearest region
+that does, and comes home as soon as home accepts it again, opening the new subscription
+before closing the old one so the probes never see a gap. Without any subscription every
+synthetic probe fails, so an observer cut off from every edge finds every region
 failing and is treated as isolated by the policy.
 """
 
@@ -20,16 +23,53 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 from control_plane.classify import PUBLISH
 from control_plane.observation import CheckResult
 from control_plane.subjects import probe_channel
 from control_plane.tokens import ApiKey, mint_token
+from mesh.geo import by_distance
 from mesh.topology import Edge, Region, Topology
 
 _TOKEN_TTL_S = 3600
 _RETRY_S = 0.5
+_HOME_RETRY_S = 5.0
+
+
+class _Subscription:
+    """One subscribed WebSocket; `closed` is set when it ends for any reason."""
+
+    def __init__(self, edge: Edge, ws: ClientConnection, owner: SyntheticPublish) -> None:
+        self.edge = edge
+        self.ws = ws
+        self.closed = asyncio.Event()
+        self._task = asyncio.create_task(self._read(owner), name=f"probe-sub-{edge.name}")
+
+    async def _read(self, owner: SyntheticPublish) -> None:
+        try:
+            async for raw in self.ws:
+                frame: Any = json.loads(raw)
+                if not isinstance(frame, dict):
+                    continue
+                if frame.get("type") == "disconnect":
+                    break
+                if frame.get("type") == "message" and frame.get("channel") == owner.channel:
+                    data = frame.get("data")
+                    owner.arrived(data.get("probe") if isinstance(data, dict) else None)
+        except Exception:  # any failure ends this subscription; the owner opens another
+            pass
+        finally:
+            self.closed.set()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self.closed.set()
 
 
 class SyntheticPublish:
@@ -47,12 +87,17 @@ class SyntheticPublish:
         self.http = http
         self.timeout_s = timeout_s
         self.channel = probe_channel(observer)
-        self.subscribed_at: str | None = None
+        self._current: _Subscription | None = None
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def subscribed_at(self) -> str | None:
+        cur = self._current
+        return cur.edge.name if cur is not None and not cur.closed.is_set() else None
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._subscribe_forever(), name="synthetic-subscriber")
+        self._task = asyncio.create_task(self._keep_subscribed(), name="synthetic-subscriber")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -60,21 +105,53 @@ class SyntheticPublish:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._current is not None:
+            await self._current.close()
+            self._current = None
 
-    # -- the subscriber -------------------------------------------------------------
+    def arrived(self, nonce: object) -> None:
+        waiter = self._waiting.get(str(nonce))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def _subscribe_forever(self) -> None:
-        edges = self.topology.region(self.observer).edges
-        attempt = 0
-        while edges:
-            edge = edges[attempt % len(edges)]
-            attempt += 1
-            with contextlib.suppress(Exception):  # any failure: reconnect, maybe elsewhere
-                await self._subscribe_once(edge)
-            self.subscribed_at = None
-            await asyncio.sleep(_RETRY_S)
+    # -- keeping one subscription ------------------------------------------------------
 
-    async def _subscribe_once(self, edge: Edge) -> None:
+    def _home(self) -> tuple[Edge, ...]:
+        return self.topology.region(self.observer).edges
+
+    def _away(self) -> list[Edge]:
+        home = self.topology.region(self.observer)
+        others = [r for r in self.topology.regions if r.name != home.name]
+        return [e for r in by_distance(home.latitude, home.longitude, others) for e in r.edges]
+
+    async def _keep_subscribed(self) -> None:
+        home = set(e.name for e in self._home())
+        while True:
+            cur = self._current
+            if cur is None or cur.closed.is_set():
+                self._current = await self._first_that_opens([*self._home(), *self._away()])
+                if self._current is None:
+                    await asyncio.sleep(_RETRY_S)
+                continue
+            if cur.edge.name not in home:
+                back = await self._first_that_opens(list(self._home()))
+                if back is not None:  # make before break: the old one closes after
+                    self._current = back
+                    await cur.close()
+                    continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_HOME_RETRY_S):
+                    await cur.closed.wait()
+
+    async def _first_that_opens(self, edges: list[Edge]) -> _Subscription | None:
+        for edge in edges:
+            with contextlib.suppress(Exception):  # refused or unreachable: try the next
+                sub = await self._open(edge)
+                if sub is not None:
+                    return sub
+        return None
+
+    async def _open(self, edge: Edge) -> _Subscription | None:
         token = mint_token(
             self.key,
             f"edgemesh-control-{self.observer}",
@@ -82,34 +159,37 @@ class SyntheticPublish:
             int(time.time()),
             _TOKEN_TTL_S,
         )
-        async with ws_connect(
+        ws = await ws_connect(
             f"{edge.ws_url}?token={token}",
             open_timeout=self.timeout_s * 2,
             ping_interval=max(1.0, self.timeout_s * 2),
             ping_timeout=max(1.0, self.timeout_s * 2),
             close_timeout=0.5,
-        ) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "id": 1, "channel": self.channel}))
-            async for raw in ws:
-                frame: Any = json.loads(raw)
-                kind = frame.get("type") if isinstance(frame, dict) else None
-                if kind == "subscribed" and frame.get("channel") == self.channel:
-                    self.subscribed_at = edge.name
-                elif kind == "message" and frame.get("channel") == self.channel:
-                    data = frame.get("data")
-                    nonce = data.get("probe") if isinstance(data, dict) else None
-                    waiter = self._waiting.get(str(nonce))
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
-                elif kind == "disconnect":
-                    return
+        )
+        try:
+            async with asyncio.timeout(self.timeout_s * 2):
+                hello = json.loads(await ws.recv())
+                if not isinstance(hello, dict) or hello.get("type") != "connected":
+                    raise ConnectionError(f"refused: {hello!r:.200}")
+                await ws.send(json.dumps({"type": "subscribe", "id": 1, "channel": self.channel}))
+                while True:
+                    frame = json.loads(await ws.recv())
+                    if isinstance(frame, dict) and frame.get("type") == "subscribed":
+                        return _Subscription(edge, ws, self)
+                    if isinstance(frame, dict) and frame.get("type") in ("error", "disconnect"):
+                        raise ConnectionError(f"subscribe refused: {frame!r:.200}")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await ws.close()
+            raise
 
     # -- one probe ------------------------------------------------------------------
 
     async def probe(self, region: Region, edge: Edge) -> CheckResult:
-        """Publish at `edge` (of `region`) and wait for the message at our own edge."""
-        if self.subscribed_at is None:
-            return CheckResult(PUBLISH, edge.name, False, "no subscription at own region's edge")
+        """Publish at `edge` (of `region`) and wait for the message at our subscriber."""
+        via = self.subscribed_at
+        if via is None:
+            return CheckResult(PUBLISH, edge.name, False, "no probe subscription at any edge")
         nonce = f"{self.observer}-{uuid.uuid4().hex}"
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[nonce] = waiter
@@ -137,4 +217,4 @@ class SyntheticPublish:
         finally:
             self._waiting.pop(nonce, None)
         ms = (time.perf_counter() - start) * 1000
-        return CheckResult(PUBLISH, edge.name, True, f"via {self.subscribed_at}", ms)
+        return CheckResult(PUBLISH, edge.name, True, f"via {via}", ms)

@@ -14,11 +14,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import dns.edns
+import dns.message
+import dns.query
+import dns.rdatatype
 import httpx
 
 from mesh.process import ManagedProcess
 from mesh.secrets import Secrets, write_secrets
 from mesh.topology import Topology
+from tests.geoip_fixture import REGION_ADDRESSES
 
 # Fast and forgiving settings for tests on a busy two-core machine: a 1 s round, a probe
 # timeout that tolerates a slow scheduler, observation TTL of several rounds.
@@ -132,3 +137,26 @@ async def wait_for(
 
 def dump(doc: Any) -> str:
     return json.dumps(doc, indent=1)[:4000]
+
+
+def dns_answer(planes: ControlPlanes, region: str, client: str) -> set[str]:
+    """What `region`'s geo-DNS answers for edge.ZONE A to a resolver sending ECS `client`."""
+    cp = planes.topology.region(region).control_plane
+    assert cp is not None
+    q = dns.message.make_query(
+        f"edge.{planes.topology.dns.zone}",
+        dns.rdatatype.A,
+        use_edns=0,
+        options=[dns.edns.ECSOption(client, 24)],
+    )
+    resp = dns.query.udp(q, cp.dns_host, port=cp.dns_port, timeout=3)
+    return {rr.address for rrset in resp.answer for rr in rrset}
+
+
+async def views_of(planes: ControlPlanes, regions: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Each instance's region states."""
+    return {r: await planes.states(r) for r in regions}
+
+
+def addresses(region: str) -> set[str]:
+    return {a for a in REGION_ADDRESSES[region] if ":" not in a}

@@ -14,10 +14,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 
-import dns.edns
-import dns.message
-import dns.query
-import dns.rdatatype
 import pytest
 
 from control_plane.observation import CheckResult
@@ -26,8 +22,8 @@ from mesh.process import FreePorts
 from mesh.supercluster import Supercluster
 from mesh.topology import parse_topology
 from tests.conftest import NatsClients, start_supercluster
-from tests.cp_cluster import ControlPlanes, dump, wait_for
-from tests.geoip_fixture import CLIENTS, REGION_ADDRESSES, build_city_db, geo_topology
+from tests.cp_cluster import ControlPlanes, addresses, dns_answer, dump, views_of, wait_for
+from tests.geoip_fixture import CLIENTS, build_city_db, geo_topology
 
 REGIONS = ("eu", "us", "ap")
 PARIS = CLIENTS["paris"].address
@@ -59,29 +55,6 @@ async def cps(
         yield planes
     finally:
         await planes.aclose()
-
-
-def dns_answer(planes: ControlPlanes, region: str, client: str) -> set[str]:
-    """What `region`'s geo-DNS answers for edge.ZONE A to a resolver sending ECS `client`."""
-    cp = planes.topology.region(region).control_plane
-    assert cp is not None
-    q = dns.message.make_query(
-        f"edge.{planes.topology.dns.zone}",
-        dns.rdatatype.A,
-        use_edns=0,
-        options=[dns.edns.ECSOption(client, 24)],
-    )
-    resp = dns.query.udp(q, cp.dns_host, port=cp.dns_port, timeout=3)
-    return {rr.address for rrset in resp.answer for rr in rrset}
-
-
-async def views_of(planes: ControlPlanes, regions: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """Each instance's region states."""
-    return {r: await planes.states(r) for r in regions}
-
-
-def addresses(region: str) -> set[str]:
-    return {a for a in REGION_ADDRESSES[region] if ":" not in a}
 
 
 async def test_all_healthy_route_dns_metrics_and_status(cps: ControlPlanes) -> None:
