@@ -272,3 +272,61 @@ def test_observer_report_round_trip_and_garbage() -> None:
             ObserverReport.decode(raw)
     assert observer_of(observation_subject("us")) == "us"
     assert observer_of("em.ctl.obs.a.b") is None and observer_of("em.other") is None
+
+
+# -- API documents, metrics, status table ----------------------------------------------
+
+
+def test_region_views_metrics_and_status_table() -> None:
+    from control_plane.metrics import MetricsSnapshot, render
+    from control_plane.policy import Verdict, Vote
+    from control_plane.status import format_table
+    from control_plane.views import region_detail, region_summary
+
+    t = dev_topology()
+    eu = t.region("eu")
+    checks = (
+        CheckResult(READYZ, "eu-e1", True),
+        CheckResult(WEBSOCKET, "eu-e1", False, "timeout"),
+        CheckResult(NATS_HEALTHZ, "eu-n1", True),
+    )
+    own = ObserverReport(
+        "us", 1000, 3, {"eu": RegionReport(Status.DEGRADED, 0, 3, ("ws fails",), checks)}
+    )
+    verdict = Verdict(
+        RegionState.DEGRADED, 900, 2, (Vote("us", "undecided", Status.DEGRADED, 0, 3, 0),)
+    )
+    doc = region_summary(eu, verdict, own)
+    assert doc["state"] == "degraded" and doc["since"] == 900
+    assert doc["edges"] == [{"name": "eu-e1", "url": eu.edges[0].url, "healthy": False}]
+    assert doc["checks"]["websocket"] == {"ok": False, "failed": {"eu-e1": "timeout"}}
+    assert doc["checks"]["readyz"] == {"ok": True, "failed": {}}
+    assert region_summary(eu, verdict, None)["edges"][0]["healthy"] is None
+    detail = region_detail(eu, verdict, {"us": own}, "us", [{"round": 3}], None, 1500)
+    assert detail["observers"]["us"]["age_ms"] == 500 and detail["votes"][0]["observer"] == "us"
+
+    text = render(
+        MetricsSnapshot(
+            "us",
+            {"eu": RegionState.DOWN},
+            7,
+            0.25,
+            {("eu", "readyz"): 2},
+            {"eu": 1},
+            {"ap": 5},
+            2,
+            frozenset({"ap"}),
+            3,
+            True,
+        )
+    )
+    assert 'edgemesh_cp_region_state{region="eu",state="down"} 1' in text
+    assert 'edgemesh_cp_region_state{region="eu",state="healthy"} 0' in text
+    assert 'edgemesh_cp_check_failures_total{region="eu",check="readyz"} 2' in text
+    assert "edgemesh_cp_isolated_observers 1" in text and text.endswith("\n")
+
+    table = format_table("http://x", {"observer": "us", "regions": [doc]})
+    lines = table.splitlines()
+    assert lines[0] == "regions as seen by us (http://x)"
+    assert lines[2].split()[:2] == ["eu", "degraded"] and "0/1" in lines[2]
+    assert lines[2].endswith("degraded: ws fails")
