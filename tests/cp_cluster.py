@@ -114,7 +114,11 @@ class ControlPlanes:
                     return False
             return True
 
-        await wait_for(ready, within, "instances ready")
+        try:
+            await wait_for(ready, within, "instances ready")
+        except AssertionError as exc:
+            logs = "\n".join(f"{r}: {self.procs[r].log_tail(8)}" for r in regions)
+            raise AssertionError(f"{exc}\n{logs}") from None
 
 
 async def wait_for(
