@@ -42,6 +42,34 @@ class _Unreachable(Exception):
     pass
 
 
+def read_jsz(code: int, body: Any, regions: tuple[str, ...]) -> tuple[bool, str, dict[str, float]]:
+    """(ok, detail, mirrors) from a server's `/jsz?accounts=true&streams=true` answer.
+
+    ok: JetStream is enabled and there is a meta leader. mirrors: origin region -> seconds
+    since the mirror of its stream (`EM_<origin>`) hosted on this server heard from it."""
+    if code != 200 or not isinstance(body, dict):
+        return False, f"{code}", {}
+    if body.get("disabled") or "config" not in body:
+        return False, "jetstream disabled", {}
+    mirrors: dict[str, float] = {}
+    for account in body.get("account_details") or ():
+        for stream in account.get("stream_detail") or ():
+            mirror = stream.get("mirror") or {}
+            origin = str(mirror.get("name", "")).removeprefix("EM_")
+            if origin in regions and isinstance(mirror.get("active"), int):
+                active_s = max(0.0, mirror["active"] / 1e9)
+                mirrors[origin] = max(active_s, mirrors.get(origin, 0.0))
+    if not (body.get("meta_cluster") or {}).get("leader"):
+        return False, "no meta leader", mirrors
+    return True, "", mirrors
+
+
+def missing_gateways(code: int, body: Any, others: list[str]) -> tuple[str, ...]:
+    """The regions among `others` a server's `/gatewayz` answer has no outbound gateway to."""
+    out = set((body or {}).get("outbound_gateways") or {}) if code == 200 else set()
+    return tuple(r for r in others if r not in out)
+
+
 class Prober:
     def __init__(
         self,
@@ -131,36 +159,17 @@ class Prober:
         if isinstance(jsz, BaseException):
             checks.append(CheckResult(JSZ, s.name, False, f"unreachable: {jsz}"))
         else:
-            ok, detail, mirrors = self._read_jsz(*jsz[:2])
+            ok, detail, mirrors = read_jsz(jsz[0], jsz[1], self.topology.names)
             checks.append(CheckResult(JSZ, s.name, ok, detail, jsz[2]))
         if isinstance(gatewayz, BaseException):
             checks.append(CheckResult(GATEWAYZ, s.name, False, f"unreachable: {gatewayz}"))
         else:
             code, body, ms = gatewayz
-            out = set((body or {}).get("outbound_gateways") or {}) if code == 200 else set()
             others = [r for r in self.topology.names if r != region.name]
-            missing = tuple(r for r in others if r not in out)
+            missing = missing_gateways(code, body, others)
             detail = f"no gateway to {', '.join(missing)}" if missing else ""
             checks.append(CheckResult(GATEWAYZ, s.name, not missing, detail, ms))
         return checks, reached, missing, mirrors
-
-    def _read_jsz(self, code: int, body: Any) -> tuple[bool, str, dict[str, float]]:
-        if code != 200 or not isinstance(body, dict):
-            return False, f"{code}", {}
-        if body.get("disabled") or "config" not in body:
-            return False, "jetstream disabled", {}
-        mirrors: dict[str, float] = {}
-        names = set(self.topology.names)
-        for account in body.get("account_details") or ():
-            for stream in account.get("stream_detail") or ():
-                mirror = stream.get("mirror") or {}
-                origin = str(mirror.get("name", "")).removeprefix("EM_")
-                if origin in names and isinstance(mirror.get("active"), int):
-                    active_s = max(0.0, mirror["active"] / 1e9)
-                    mirrors[origin] = max(active_s, mirrors.get(origin, 0.0))
-        if not (body.get("meta_cluster") or {}).get("leader"):
-            return False, "no meta leader", mirrors
-        return True, "", mirrors
 
     # -- edges ----------------------------------------------------------------------
 

@@ -330,3 +330,39 @@ def test_region_views_metrics_and_status_table() -> None:
     assert lines[0] == "regions as seen by us (http://x)"
     assert lines[2].split()[:2] == ["eu", "degraded"] and "0/1" in lines[2]
     assert lines[2].endswith("degraded: ws fails")
+
+
+def test_reading_nats_monitoring_answers() -> None:
+    from control_plane.probes import missing_gateways, read_jsz
+
+    regions = ("eu", "us", "ap")
+    jsz = {
+        "config": {"max_memory": 1},
+        "meta_cluster": {"name": "us", "leader": "eu-n1"},
+        "account_details": [
+            {
+                "name": "EM",
+                "stream_detail": [
+                    {"name": "EM_us", "config": {}},
+                    {
+                        "name": "EM_eu_IN_us",
+                        "mirror": {"name": "EM_eu", "lag": 0, "active": 2_956_941_558},
+                    },
+                    {
+                        "name": "EM_ap_IN_us",
+                        "mirror": {"name": "EM_ap", "lag": 0, "active": 204_173_363},
+                    },
+                    {"name": "KV_EM_CTL_us"},
+                ],
+            }
+        ],
+    }
+    ok, detail, mirrors = read_jsz(200, jsz, regions)
+    assert ok and detail == "" and mirrors == pytest.approx({"eu": 2.957, "ap": 0.204}, abs=1e-3)
+    no_leader = {**jsz, "meta_cluster": {"name": "us"}}
+    assert read_jsz(200, no_leader, regions)[:2] == (False, "no meta leader")
+    assert read_jsz(200, {"disabled": True}, regions)[:2] == (False, "jetstream disabled")
+    assert read_jsz(503, None, regions)[0] is False
+    gw = {"outbound_gateways": {"ap": {"configured": True}}}
+    assert missing_gateways(200, gw, ["eu", "ap"]) == ("eu",)
+    assert missing_gateways(500, gw, ["eu", "ap"]) == ("eu", "ap")
