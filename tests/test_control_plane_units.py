@@ -366,3 +366,14 @@ def test_reading_nats_monitoring_answers() -> None:
     gw = {"outbound_gateways": {"ap": {"configured": True}}}
     assert missing_gateways(200, gw, ["eu", "ap"]) == ("eu",)
     assert missing_gateways(500, gw, ["eu", "ap"]) == ("eu", "ap")
+
+
+def test_status_reports_every_instance_that_did_not_answer() -> None:
+    from control_plane.status import NoInstanceAnswered, fetch_regions
+    from mesh.process import FreePorts
+
+    free = FreePorts()
+    urls = [f"http://127.0.0.1:{free()}", f"http://127.0.0.1:{free()}"]  # nothing listens
+    with pytest.raises(NoInstanceAnswered) as exc:
+        fetch_regions(urls, timeout=1.0)
+    assert all(u in str(exc.value) for u in urls)
