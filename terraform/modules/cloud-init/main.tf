@@ -12,7 +12,6 @@ locals {
     topology_json     = jsonencode(var.topology)
     edgemesh_version  = var.edgemesh_version
     secrets_parameter = var.secrets_parameter_name
-    aws_region        = var.aws_region
     store_dir         = var.nats_store_dir
   }
 

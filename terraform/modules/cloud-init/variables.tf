@@ -70,16 +70,6 @@ variable "secrets_parameter_name" {
   }
 }
 
-variable "aws_region" {
-  description = "AWS region of the SSM parameter (the region the nodes run in)."
-  type        = string
-
-  validation {
-    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]+$", var.aws_region))
-    error_message = "The aws_region must look like eu-central-1."
-  }
-}
-
 variable "nats_store_dir" {
   description = "JetStream store directory on the NATS nodes (passed to `edgemesh nats-config --store-dir`)."
   type        = string

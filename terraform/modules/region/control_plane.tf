@@ -27,6 +27,9 @@ resource "aws_instance" "control_plane" {
     encrypted   = true
   }
 
+  # The node reads the secrets parameter at boot.
+  depends_on = [aws_ssm_parameter.secrets, aws_iam_role_policy.node]
+
   tags = merge(local.tags, { Name = "${local.name}-cp", "edgemesh:role" = "control-plane" })
 
   lifecycle {

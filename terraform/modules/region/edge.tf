@@ -108,6 +108,9 @@ resource "aws_autoscaling_group" "edge" {
     }
   }
 
+  # The node reads the secrets parameter at boot.
+  depends_on = [aws_ssm_parameter.secrets, aws_iam_role_policy.node]
+
   dynamic "tag" {
     for_each = local.tags
     content {

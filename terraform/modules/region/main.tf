@@ -59,9 +59,6 @@ module "cloud_init" {
   region                 = var.region
   edgemesh_version       = var.edgemesh_version
   secrets_parameter_name = local.secrets_parameter_name
-  # The parameter's own region (its ARN's fourth field): no aws_region data source,
-  # whose attribute names differ between provider versions.
-  aws_region = split(":", aws_ssm_parameter.secrets.arn)[3]
 }
 
 ################################################################################

@@ -31,6 +31,9 @@ resource "aws_instance" "nats" {
     encrypted   = true
   }
 
+  # The node reads the secrets parameter at boot.
+  depends_on = [aws_ssm_parameter.secrets, aws_iam_role_policy.node]
+
   tags = merge(local.tags, { Name = local.nats_servers[count.index].name, "edgemesh:role" = "nats" })
 
   lifecycle {
