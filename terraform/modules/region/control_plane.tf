@@ -33,7 +33,10 @@ resource "aws_instance" "control_plane" {
   tags = merge(local.tags, { Name = "${local.name}-cp", "edgemesh:role" = "control-plane" })
 
   lifecycle {
-    ignore_changes = [ami]
+    # cloud-init runs once per instance, and provider versions differ on whether new
+    # user data replaces or restarts an instance: a new topology or release reaches the
+    # control plane by an explicit replacement (docs/terraform.md), as on NATS servers.
+    ignore_changes = [ami, user_data, user_data_base64]
   }
 }
 
