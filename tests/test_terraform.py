@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +49,9 @@ def tf(tmp_path_factory: pytest.TempPathFactory) -> Terraform:
 
 
 @pytest.fixture(scope="module")
-def initialized(tf: Terraform) -> Iterator[set[str]]:
-    done: set[str] = set()
-    yield done
+def initialized() -> set[str]:
+    """Folders of the copied tree where `terraform init` has run."""
+    return set()
 
 
 def _init_once(tf: Terraform, initialized: set[str], where: str) -> None:
