@@ -12,6 +12,7 @@ load balancers documentation addresses (RFC 5737) so the topology is complete.
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 import subprocess
@@ -362,3 +363,16 @@ def test_operators_cannot_open_monitoring_to_the_world(
     }
     with pytest.raises(RuntimeError, match=r"never 0\.0\.0\.0/0"):
         tf.plan(where, tfvars, _offline_override((None,), ["203.0.113.1", "203.0.113.2"]))
+
+
+def test_every_user_data_fits_the_ec2_limit(example: ExamplePlan) -> None:
+    # EC2 takes at most 16 KiB of user data before base64; gzip keeps the topology in.
+    encoded = [
+        r["change"]["after"]["user_data_base64"] for r in example.plan.resources("aws_instance")
+    ]
+    encoded += [
+        r["change"]["after"]["user_data"] for r in example.plan.resources("aws_launch_template")
+    ]
+    assert encoded
+    for value in encoded:
+        assert len(base64.b64decode(value)) <= 16 * 1024
