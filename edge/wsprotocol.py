@@ -16,6 +16,7 @@ from typing import Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState, PayloadTooBig
+from websockets.http11 import Request
 
 from edge import replies
 from edge.errors import CloseCode, EdgeError, ErrorCode
@@ -37,11 +38,11 @@ class RawSocket(Protocol):
 
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
-    def handle_connect(self, event: object) -> None:
-        super().handle_connect(event)  # type: ignore[arg-type]
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
         scope = getattr(self, "scope", None)
-        if scope is not None:
-            scope["extensions"][SOCKET_EXTENSION] = self  # type: ignore[index]
+        if scope is not None:  # None when the handshake was refused
+            scope["extensions"][SOCKET_EXTENSION] = self
 
     def data_received(self, data: bytes) -> None:
         # Frames that arrived before a parse failure are still handed to the app.
