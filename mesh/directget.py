@@ -1,0 +1,156 @@
+"""Reading stored channel messages from the local copy of a stream (batch direct get).
+
+A direct get addressed to an origin's stream name is answered, in another region, by
+that region's mirror (``mirror_direct``): so every read here is local, and keeps
+working while the origin region is down. One request ``{"seq", "next_by_subj",
+"batch"}`` returns up to `batch` messages and ends with a 204 EOB status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from mesh.errors import MeshUnavailable
+from mesh.message import MessageFormatError, StoredMessage, decode_stored
+from mesh.replies import ReplyMux
+from mesh.subjects import direct_get_subject
+
+_PENDING = "Nats-Num-Pending"
+
+
+class _Batch:
+    def __init__(self, channel: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.channel = channel
+        self.messages: list[tuple[StoredMessage, int]] = []
+        self.done: asyncio.Future[str] = loop.create_future()
+
+    def on_reply(self, msg: Msg) -> None:
+        if self.done.done():
+            return
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status:
+            self.done.set_result(status)
+            return
+        try:
+            m = decode_stored(headers, msg.data, self.channel)
+        except MessageFormatError as exc:
+            self.done.set_exception(MeshUnavailable(f"unreadable stored message: {exc}"))
+            return
+        self.messages.append((m, int(headers.get(_PENDING, "0") or 0)))
+
+
+class DirectReader:
+    """Batch direct gets over one shared reply inbox."""
+
+    def __init__(self, nc: Client, mux: ReplyMux, timeout_s: float) -> None:
+        self.nc = nc
+        self.mux = mux
+        self.timeout_s = timeout_s
+        self.requests = 0
+
+    async def _request(
+        self, stream: str, body: dict[str, object], channel: str
+    ) -> list[tuple[StoredMessage, int]]:
+        if not self.nc.is_connected:
+            raise MeshUnavailable("not connected to NATS")
+        await self.mux.start()
+        batch = _Batch(channel, asyncio.get_running_loop())
+        token, reply = self.mux.open(batch.on_reply)
+        self.requests += 1
+        try:
+            await self.nc.publish(
+                direct_get_subject(stream), json.dumps(body).encode(), reply=reply
+            )
+            status = await asyncio.wait_for(batch.done, self.timeout_s)
+        except TimeoutError:
+            raise MeshUnavailable(f"no answer from a copy of {stream} in time") from None
+        finally:
+            self.mux.close(token)
+        if status in ("204", "404"):
+            return batch.messages
+        if status == "503":
+            raise MeshUnavailable(f"no copy of {stream} is reachable")
+        if status == "200" and "batch" not in body:  # never: single gets have no status
+            return batch.messages
+        raise MeshUnavailable(f"direct get on {stream} failed with status {status}")
+
+    async def after(
+        self, stream: str, subject: str, channel: str, after_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to `limit` messages of `subject` with seq > `after_seq`, in order."""
+        body = {"seq": after_seq + 1, "next_by_subj": subject, "batch": limit}
+        return [m for m, _ in await self._request(stream, body, channel)]
+
+    async def range(
+        self, stream: str, subject: str, channel: str, after_seq: int, upto: int, batch: int
+    ) -> list[StoredMessage]:
+        """Every message of `subject` in (after_seq, upto] the copy has, in order."""
+        out: list[StoredMessage] = []
+        cursor = after_seq
+        while cursor < upto:
+            got = await self.after(stream, subject, channel, cursor, batch)
+            out.extend(m for m in got if m.seq <= upto)
+            if len(got) < batch or not got or got[-1].seq >= upto:
+                break
+            cursor = got[-1].seq
+        return out
+
+    async def last(self, stream: str, subject: str, channel: str) -> StoredMessage | None:
+        """The newest message of `subject` in the copy, or None when it has none.
+
+        Its ``last_seq`` is None: a multi-last reply does not carry the subject chain.
+        """
+        got = await self._request(stream, {"multi_last": [subject], "batch": 1}, channel)
+        return replace(got[-1][0], last_seq=None) if got else None
+
+    async def pending_from(
+        self, stream: str, subject: str, channel: str, seq: int
+    ) -> tuple[StoredMessage, int] | None:
+        """The first message of `subject` at or after `seq`, with how many follow it."""
+        got = await self._request(
+            stream, {"seq": max(1, seq), "next_by_subj": subject, "batch": 1}, channel
+        )
+        return got[0] if got else None
+
+    async def last_n(
+        self, stream: str, subject: str, channel: str, n: int, upto: int, batch: int
+    ) -> list[StoredMessage]:
+        """The last `n` messages of `subject` with seq <= `upto`, in order.
+
+        Binary search on ``Nats-Num-Pending`` (messages of the subject after a given one)
+        finds where they start, then one range read fetches them: about log2(upto)
+        small requests instead of reading the channel's whole history.
+        """
+        if n <= 0 or upto <= 0:
+            return []
+        end = await self.pending_from(stream, subject, channel, upto)
+        # Messages after `upto`: those following the message at/after upto, plus itself if
+        # it is beyond upto.
+        beyond = 0 if end is None else end[1] + (1 if end[0].seq > upto else 0)
+        first = await self.pending_from(stream, subject, channel, 1)
+        if first is None:
+            return []
+        total = first[1] + 1 - beyond  # messages of the subject with seq <= upto
+        if total <= n:
+            return await self.range(stream, subject, channel, first[0].seq - 1, upto, batch)
+        want = n - 1 + beyond  # pending count of the first message we want
+        lo, hi = first[0].seq, upto  # invariant: pending_from(lo) > want
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            got = await self.pending_from(stream, subject, channel, mid)
+            if got is not None and got[1] >= want:
+                if got[1] == want:
+                    return await self.range(stream, subject, channel, got[0].seq - 1, upto, batch)
+                lo = mid
+            else:
+                hi = mid - 1
+        start = await self.pending_from(stream, subject, channel, lo + 1)
+        if start is None:
+            return []
+        return await self.range(stream, subject, channel, start[0].seq - 1, upto, batch)

@@ -1,0 +1,127 @@
+"""Create or update, idempotently, a region's stream and its mirrors of the other regions.
+
+Every edge calls :func:`ensure_streams` at start-up; concurrent calls from several edges
+of a region converge (an identical create is a no-op; a differing one becomes an update).
+"""
+
+from __future__ import annotations
+
+import nats.errors
+from nats.js.api import (
+    DiscardPolicy,
+    Placement,
+    RePublish,
+    StorageType,
+    StreamConfig,
+    StreamSource,
+)
+from nats.js.client import JetStreamContext
+from nats.js.errors import APIError, NotFoundError
+
+from mesh.errors import MeshUnavailable
+from mesh.settings import MeshSettings
+from mesh.subjects import live_region_wildcard, mirror_name, stored_wildcard, stream_name
+from mesh.topology import Topology
+
+# The fields ensure_streams owns; anything else an operator set on a stream is kept.
+_OWNED = (
+    "subjects",
+    "max_age",
+    "max_msgs_per_subject",
+    "duplicate_window",
+    "allow_direct",
+    "mirror_direct",
+    "republish",
+    "num_replicas",
+)
+
+
+def origin_stream_config(topology: Topology, region: str, settings: MeshSettings) -> StreamConfig:
+    """``EM_<region>``: captures the region's publishes, dedups, republishes to live."""
+    servers = len(topology.region(region).nats)
+    return StreamConfig(
+        name=stream_name(region),
+        subjects=[stored_wildcard(region)],
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.max_age_s,
+        max_msgs_per_subject=settings.max_msgs_per_channel,
+        duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.replicas_for(servers),
+        placement=Placement(cluster=region),
+        allow_direct=True,
+        republish=RePublish(src=stored_wildcard(region), dest=live_region_wildcard(region)),
+    )
+
+
+def mirror_stream_config(
+    topology: Topology, origin: str, region: str, settings: MeshSettings
+) -> StreamConfig:
+    """In `region`, the mirror of `origin`'s stream; it answers direct gets for it."""
+    servers = len(topology.region(region).nats)
+    return StreamConfig(
+        name=mirror_name(origin, region),
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.max_age_s,
+        max_msgs_per_subject=settings.max_msgs_per_channel,
+        num_replicas=settings.replicas_for(servers),
+        placement=Placement(cluster=region),
+        mirror=StreamSource(name=stream_name(origin)),
+        mirror_direct=True,
+        allow_direct=True,
+    )
+
+
+def _differs(have: StreamConfig, want: StreamConfig) -> bool:
+    for f in _OWNED:
+        w = getattr(want, f)
+        if w is None:
+            continue
+        h = getattr(have, f)
+        if isinstance(w, float) and isinstance(h, int | float):
+            if abs(h - w) > 1e-6:
+                return True
+        elif f == "republish":
+            if h is None or (h.src, h.dest) != (w.src, w.dest):
+                return True
+        elif h != w:
+            return True
+    return False
+
+
+async def _ensure(js: JetStreamContext, want: StreamConfig) -> None:
+    assert want.name is not None
+    for _attempt in range(3):
+        try:
+            info = await js.stream_info(want.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config=want)
+                return
+            except APIError as exc:
+                if exc.err_code == 10058:  # name in use: another edge won the race
+                    continue
+                raise
+        if _differs(info.config, want):
+            await js.update_stream(config=want)
+        return
+
+
+async def ensure_streams(
+    js: JetStreamContext, topology: Topology, region: str, settings: MeshSettings
+) -> None:
+    """Make ``EM_<region>`` and, in `region`, a mirror of every other region's stream.
+
+    Raises MeshUnavailable when JetStream does not answer (or refuses the config).
+    """
+    wanted = [origin_stream_config(topology, region, settings)] + [
+        mirror_stream_config(topology, other, region, settings)
+        for other in topology.names
+        if other != region
+    ]
+    try:
+        for cfg in wanted:
+            await _ensure(js, cfg)
+    except (TimeoutError, nats.errors.Error, APIError) as exc:
+        raise MeshUnavailable(f"JetStream did not set up the streams of {region}: {exc}") from exc
