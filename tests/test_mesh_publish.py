@@ -23,15 +23,6 @@ from tests.conftest import NatsClients
 SETTINGS = MeshSettings(max_msgs_per_channel=5000)
 
 
-async def wait_for(predicate: object, timeout: float = 20.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 async def streams(supercluster: Supercluster) -> None:
     clients = NatsClients(supercluster)
@@ -88,7 +79,7 @@ async def test_ack_is_durable_and_live_copy_decodes(
     name = "say\r\nNats-Msg-Id: forged"
     ack = None
     # Interest crosses the gateway asynchronously: publish until a copy arrives.
-    for i in range(200):
+    for _ in range(200):
         ack = await pub.submit(
             Publication("chat:日本.x", b'{"t":1}', name=name, client_id="álice", scope="k1")
         )
@@ -98,7 +89,7 @@ async def test_ack_is_durable_and_live_copy_decodes(
         except TimeoutError:
             continue
     else:
-        pytest.fail(f"no live copy after {i} publishes")
+        pytest.fail("no live copy after 200 publishes")
     assert ack is not None and ack.serial == f"eu:{ack.seq}" and not ack.duplicate
     while not live.empty() or msg.headers is None or msg.headers["Nats-Sequence"] != str(ack.seq):
         msg = await asyncio.wait_for(live.get(), 5)
