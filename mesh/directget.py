@@ -9,9 +9,11 @@ working while the origin region is down. One request ``{"seq", "next_by_subj",
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from dataclasses import replace
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -154,3 +156,90 @@ class DirectReader:
         if start is None:
             return []
         return await self.range(stream, subject, channel, start[0].seq - 1, upto, batch)
+
+
+def _parse_header_block(raw: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    lines = raw.decode("utf-8", "replace").split("\r\n")
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep and key:
+            headers.setdefault(key.strip(), value.strip())
+    return headers
+
+
+def stored_from_api(resp: dict[str, object], channel: str) -> StoredMessage:
+    """A StoredMessage from a ``STREAM.MSG.GET`` JSON reply's ``message`` object."""
+    m = resp.get("message")
+    if not isinstance(m, dict):
+        raise MessageFormatError("no message in reply")
+    headers = _parse_header_block(base64.b64decode(m.get("hdrs") or ""))
+    headers["Nats-Subject"] = str(m.get("subject"))
+    headers["Nats-Sequence"] = str(m.get("seq"))
+    headers["Nats-Time-Stamp"] = _rfc3339_z(str(m.get("time")))
+    data = base64.b64decode(m.get("data") or "")
+    return decode_stored(headers, data, channel)
+
+
+def _rfc3339_z(text: str) -> str:
+    # The API gives "…Z" already; be lenient with "+00:00".
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class OriginReader:
+    """Reads from an origin stream itself (its leader) through the JetStream API.
+
+    Slower than a direct get (one message per request, across the gateway) but never
+    behind: used when the local mirror lags and to learn the true newest sequence.
+    """
+
+    def __init__(self, nc: Client, timeout_s: float) -> None:
+        self.nc = nc
+        self.timeout_s = timeout_s
+
+    async def _get(self, stream: str, body: dict[str, object]) -> dict[str, object] | None:
+        if not self.nc.is_connected:
+            raise MeshUnavailable("not connected to NATS")
+        try:
+            reply = await self.nc.request(
+                f"$JS.API.STREAM.MSG.GET.{stream}", json.dumps(body).encode(), self.timeout_s
+            )
+            resp = json.loads(reply.data)
+        except (nats.errors.Error, OSError, ValueError, TimeoutError) as exc:
+            raise MeshUnavailable(f"origin stream {stream} not reachable: {exc}") from None
+        if not isinstance(resp, dict):
+            raise MeshUnavailable(f"origin stream {stream}: unreadable reply")
+        err = resp.get("error")
+        if isinstance(err, dict):
+            if err.get("code") == 404:
+                return None
+            raise MeshUnavailable(f"origin stream {stream}: {err.get('description')}")
+        return resp
+
+    async def last_seq(self, stream: str, subject: str) -> int:
+        """The newest seq of `subject` in the origin stream (0 when it has none)."""
+        resp = await self._get(stream, {"last_by_subj": subject})
+        if resp is None:
+            return 0
+        m = resp.get("message")
+        return int(m["seq"]) if isinstance(m, dict) else 0
+
+    async def range(
+        self, stream: str, subject: str, channel: str, after_seq: int, upto: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to `limit` messages of `subject` in (after_seq, upto], one request each."""
+        out: list[StoredMessage] = []
+        seq = after_seq
+        while seq < upto and len(out) < limit:
+            resp = await self._get(stream, {"seq": seq + 1, "next_by_subj": subject})
+            if resp is None:
+                break
+            try:
+                m = stored_from_api(resp, channel)
+            except (MessageFormatError, ValueError) as exc:
+                raise MeshUnavailable(f"origin stream {stream}: {exc}") from None
+            if m.seq > upto:
+                break
+            out.append(m)
+            seq = m.seq
+        return out

@@ -48,6 +48,7 @@ class ChannelLedger:
         self.window_ms = dedup_window_ms
         self.memory = dedup_memory
         self._seen: OrderedDict[str, int] = OrderedDict()
+        self.duplicates = 0  # messages refused because their key was delivered already
 
     def classify(self, msg: StoredMessage) -> Verdict:
         d = self.delivered.get(msg.origin)
@@ -76,6 +77,7 @@ class ChannelLedger:
             return True
         seen = self._seen.get(key)
         if seen is not None and abs(msg.timestamp_ms - seen) <= self.window_ms:
+            self.duplicates += 1
             return False
         self._remember(key, msg.timestamp_ms)
         return True
