@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,34 @@ class MeshSettings:
             problems.append("duplicate_window_s must not exceed max_age_s")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MeshSettings:
+        """Defaults overridden by ``EDGEMESH_MESH_<FIELD>`` variables (e.g.
+        ``EDGEMESH_MESH_MAX_MSGS_PER_CHANNEL=500``; ``SWEEP_DELAYS_S`` is comma-separated).
+        Raises ValueError naming the variable."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = f"EDGEMESH_MESH_{f.name.upper()}"
+            raw = env.get(var)
+            if raw is None:
+                continue
+            default = getattr(cls, f.name, None)
+            try:
+                if f.name == "sweep_delays_s":
+                    values[f.name] = tuple(float(x) for x in raw.split(",") if x.strip())
+                elif f.name == "replicas":
+                    values[f.name] = None if raw.strip() in ("", "auto") else int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = int(raw)
+            except ValueError:
+                raise ValueError(f"{var}: not a valid value: {raw!r}") from None
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"EDGEMESH_MESH_*: {exc}") from None
 
     def replicas_for(self, servers: int) -> int:
         """Stream replicas in a region with `servers` NATS servers."""

@@ -104,3 +104,24 @@ def test_settings_validate() -> None:
             continue
         raise AssertionError(f"accepted {bad}")
     assert MeshSettings().replicas_for(1) == 1 and MeshSettings().replicas_for(5) == 3
+
+
+def test_settings_from_env() -> None:
+    s = MeshSettings.from_env(
+        {
+            "EDGEMESH_MESH_MAX_MSGS_PER_CHANNEL": "50",
+            "EDGEMESH_MESH_MAX_AGE_S": "600",
+            "EDGEMESH_MESH_SWEEP_DELAYS_S": "0.1,1",
+            "EDGEMESH_MESH_REPLICAS": "auto",
+            "OTHER": "x",
+        }
+    )
+    assert (s.max_msgs_per_channel, s.max_age_s, s.sweep_delays_s) == (50, 600.0, (0.1, 1.0))
+    assert s.replicas is None
+    for bad in ({"EDGEMESH_MESH_MAX_REWIND": "x"}, {"EDGEMESH_MESH_MAX_REWIND": "0"}):
+        try:
+            MeshSettings.from_env(bad)
+        except ValueError as exc:
+            assert "EDGEMESH_MESH" in str(exc)
+            continue
+        raise AssertionError(f"accepted {bad}")
