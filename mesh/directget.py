@@ -197,12 +197,16 @@ class OriginReader:
         self.nc = nc
         self.timeout_s = timeout_s
 
-    async def _get(self, stream: str, body: dict[str, object]) -> dict[str, object] | None:
+    async def _get(
+        self, stream: str, body: dict[str, object], timeout_s: float | None = None
+    ) -> dict[str, object] | None:
         if not self.nc.is_connected:
             raise MeshUnavailable("not connected to NATS")
         try:
             reply = await self.nc.request(
-                f"$JS.API.STREAM.MSG.GET.{stream}", json.dumps(body).encode(), self.timeout_s
+                f"$JS.API.STREAM.MSG.GET.{stream}",
+                json.dumps(body).encode(),
+                timeout_s if timeout_s is not None else self.timeout_s,
             )
             resp = json.loads(reply.data)
         except (nats.errors.Error, OSError, ValueError, TimeoutError) as exc:
@@ -216,9 +220,9 @@ class OriginReader:
             raise MeshUnavailable(f"origin stream {stream}: {err.get('description')}")
         return resp
 
-    async def last_seq(self, stream: str, subject: str) -> int:
+    async def last_seq(self, stream: str, subject: str, timeout_s: float | None = None) -> int:
         """The newest seq of `subject` in the origin stream (0 when it has none)."""
-        resp = await self._get(stream, {"last_by_subj": subject})
+        resp = await self._get(stream, {"last_by_subj": subject}, timeout_s)
         if resp is None:
             return 0
         m = resp.get("message")

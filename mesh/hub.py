@@ -57,7 +57,6 @@ from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.subjects import (
     live_wildcard,
-    mirror_name,
     split_stored_subject,
     stored_subject,
     stream_name,
@@ -138,7 +137,6 @@ class ChannelHub:
         self._by_token: dict[str, _Channel] = {}
         self._sink_channels: dict[Sink, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stale_cache: dict[str, tuple[float, bool]] = {}
         self._window_ms = int(settings.duplicate_window_s * 1000)
 
     # ----------------------------------------------------------------- public API
@@ -452,9 +450,10 @@ class ChannelHub:
         floor: dict[str, int] = {}
         if isinstance(start, FromCursor):
             assert cursor is not None
-            frames, recovered = await self._replay_after(ch, cursor, live)
-            floor = {r: s for r, s in cursor.positions.items() if s > live.get(r)}
-            live = live.merged(cursor)
+            frames, recovered, reach = await self._replay_after(ch, cursor, live)
+            have = cursor.merged(reach)
+            floor = {r: s for r, s in have.positions.items() if s > live.get(r)}
+            live = live.merged(have)
         elif isinstance(start, Rewind):
             frames, recovered = await self._replay_last(ch, start.count, live)
         else:
@@ -469,20 +468,47 @@ class ChannelHub:
 
     async def _replay_after(
         self, ch: _Channel, cursor: Cursor, live: Cursor
-    ) -> tuple[list[bytes], bool]:
+    ) -> tuple[list[bytes], bool, Cursor]:
+        """Replay everything after `cursor`, up to the live point or, for a remote origin
+        that answers, up to its true newest message (a mirror may lag; live copies may be
+        in flight). Returns (frames, recovered, how far the replay reached).
+
+        `recovered` is True only when every origin's run provably has no hole and every
+        remote origin confirmed its newest message: with an origin unreachable, the edge
+        cannot show that nothing after the local copy's end was stored there.
+        """
+        remote = [o for o in self.regions if o != self.region]
+        truths = await asyncio.gather(*(self._origin_newest(ch, o) for o in remote))
+        truth = dict(zip(remote, truths, strict=True))
         runs: list[list[StoredMessage]] = []
         recovered = True
+        reach: dict[str, int] = {}
         for origin in self.regions:
-            after, upto = cursor.get(origin), live.get(origin)
-            if origin != self.region and await self._mirror_stale(origin):
+            after = cursor.get(origin)
+            upto = max(live.get(origin), truth.get(origin) or 0)
+            if origin in truth and truth[origin] is None:
                 recovered = False
             if upto <= after:
                 continue
             run = await self._fetch_range(ch, origin, after, upto)
             if not run_is_complete(after, run, upto):
                 recovered = False
+            if run:
+                reach[origin] = run[-1].seq
             runs.append(run)
-        return self._encode_replay(ch, cursor, runs), recovered
+        return self._encode_replay(ch, cursor, runs), recovered, Cursor(reach)
+
+    async def _origin_newest(self, ch: _Channel, origin: str) -> int | None:
+        """`origin`'s newest seq of the channel, asked of the origin itself (None when it
+        does not answer within ``origin_check_timeout_s``)."""
+        try:
+            return await self.origin.last_seq(
+                stream_name(origin),
+                stored_subject(origin, ch.token),
+                timeout_s=self.settings.origin_check_timeout_s,
+            )
+        except MeshUnavailable:
+            return None
 
     async def _replay_last(
         self, ch: _Channel, count: int, live: Cursor
@@ -525,18 +551,3 @@ class ChannelHub:
                 positions[m.origin] = m.seq
             frames.append(self.encoder(m, encode_positions(ch.name, positions)))
         return frames
-
-    async def _mirror_stale(self, origin: str) -> bool:
-        """True when this region's mirror of `origin` has lost contact with it (cached 1 s)."""
-        now = time.monotonic()
-        cached = self._stale_cache.get(origin)
-        if cached is not None and now - cached[0] < 1.0:
-            return cached[1]
-        stale = True
-        with contextlib.suppress(Exception):
-            info = await self.js.stream_info(mirror_name(origin, self.region))
-            active = info.mirror.active if info.mirror is not None else None
-            if active is not None:
-                stale = active / 1e9 > self.settings.mirror_stale_after_s
-        self._stale_cache[origin] = (now, stale)
-        return stale
