@@ -17,7 +17,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.history import History, HistoryPage, MirrorWatch
+try:  # TEMP until mesh/history.py lands
+    from mesh.history import History, HistoryPage, MirrorWatch
+except ImportError:  # pragma: no cover
+    History = HistoryPage = MirrorWatch = None  # type: ignore
 from mesh.hub import ChannelHub
 from mesh.publisher import Ack, Publication, Publisher
 from mesh.streams import ensure_streams
@@ -40,6 +43,9 @@ from mesh.subjects import stream_name
 from mesh.topology import Topology
 
 log = logging.getLogger("edgemesh.edge")
+
+# Bytes kept for the headers the mesh adds to a stored message (ids, name, client id).
+HEADER_ROOM = 1024
 
 
 @dataclass
@@ -79,7 +85,7 @@ class EdgeNode:
         self.region_states: RegionStates | None = None
         self.shutting_down = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._readiness: tuple[float, bool, dict[str, Any]] | None = None
+        self._js_probe: tuple[float, bool, str | None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -128,27 +134,35 @@ class EdgeNode:
             replies.message_frame,
             on_delivery_lag=self.metrics.delivery_lag_seconds.observe,
         )
-        mirrors = MirrorWatch(js, self.topology, self.region, settings)
-        mirrors.start()
+        mirrors = MirrorWatch(js, self.topology, self.region, settings) if MirrorWatch else None
+        if mirrors:
+            mirrors.start()
         self.mesh = Mesh(
             nc,
             js,
             Publisher(nc, self.region, settings),
             hub,
-            History(nc, self.topology, self.region, settings),
+            History(nc, self.topology, self.region, settings) if History else None,
             mirrors,
         )
         await nc.subscribe(REGION_STATES, cb=self._on_region_states)
+        if self.settings.limits.max_message_bytes + HEADER_ROOM > nc.max_payload:
+            log.warning(
+                "max_message_bytes (%d) is above what NATS accepts (max_payload %d): "
+                "larger publishes will fail with 50000",
+                self.settings.limits.max_message_bytes,
+                nc.max_payload,
+            )
         log.info("edge %s ready in region %s", self.edge_name, self.region)
 
     async def _on_reconnected(self) -> None:
         log.info("NATS reconnected; resyncing channels")
-        self._readiness = None
+        self._js_probe = None
         if self.mesh is not None:
             self._spawn(self.mesh.hub.resync())
 
     async def _on_disconnected(self) -> None:
-        self._readiness = None
+        self._js_probe = None
         log.warning("NATS disconnected")
 
     async def _on_nats_error(self, exc: Exception) -> None:
@@ -250,6 +264,13 @@ class EdgeNode:
     def submit(self, pub: Publication) -> asyncio.Future[Ack]:
         if self.mesh is None or self.shutting_down:
             raise MeshUnavailable("this edge is not connected to the mesh")
+        if len(pub.data) + HEADER_ROOM > self.mesh.nc.max_payload:
+            # The edge's max_message_bytes is above what the NATS servers take: a
+            # deployment mistake that retrying elsewhere would not fix.
+            raise EdgeError(
+                ErrorCode.INTERNAL,
+                f"message too large for the NATS servers (max_payload {self.mesh.nc.max_payload})",
+            )
         future: asyncio.Future[Ack] = self.mesh.publisher.submit(pub)
         return future
 
@@ -271,21 +292,9 @@ class EdgeNode:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether this edge can serve (NATS and JetStream answer), with the details."""
-        now = time.monotonic()
-        cached = self._readiness
-        if cached is not None and now - cached[0] < self.settings.readiness_cache_s:
-            return cached[1], cached[2]
         mesh = self.mesh
         connected = mesh is not None and mesh.nc.is_connected
-        js_ok, js_error = False, None
-        if mesh is not None and connected:
-            try:
-                await asyncio.wait_for(mesh.js.stream_info(stream_name(self.region)), 1.0)
-                js_ok = True
-            except Exception as exc:
-                js_error = f"{type(exc).__name__}: {exc}"
-        elif mesh is None:
-            js_error = "not connected to the mesh yet"
+        js_ok, js_error = await self._jetstream_probe()
         state = self.own_state()
         ready = connected and js_ok and not self.shutting_down
         detail: dict[str, Any] = {
@@ -306,11 +315,29 @@ class EdgeNode:
                     "lag": m.lag,
                     "stale": m.stale,
                 }
-                for m in (mesh.mirrors.statuses if mesh is not None else [])
+                for m in (mesh.mirrors.statuses if mesh is not None and mesh.mirrors else [])
             ],
         }
-        self._readiness = (now, ready, detail)
         return ready, detail
+
+    async def _jetstream_probe(self) -> tuple[bool, str | None]:
+        """Whether the region's stream answers; reused for `readiness_cache_s`."""
+        mesh = self.mesh
+        if mesh is None:
+            return False, "not connected to the mesh yet"
+        if not mesh.nc.is_connected:
+            return False, "NATS disconnected"
+        now = time.monotonic()
+        cached = self._js_probe
+        if cached is not None and now - cached[0] < self.settings.readiness_cache_s:
+            return cached[1], cached[2]
+        try:
+            await asyncio.wait_for(mesh.js.stream_info(stream_name(self.region)), 1.0)
+            result: tuple[bool, str | None] = (True, None)
+        except Exception as exc:
+            result = (False, f"{type(exc).__name__}: {exc}")
+        self._js_probe = (now, *result)
+        return result
 
     def accepting_connections(self) -> bool:
         return not self.shutting_down and self.accepting_region()
@@ -346,11 +373,11 @@ class EdgeNode:
             ("edgemesh_resyncs_total", "Channel resyncs after NATS reconnects.", c.resyncs),
         ):  # fmt: skip
             out.append(Sample(name, help_text, value, counter=True))
-        for m in mesh.mirrors.statuses:
+        for m in mesh.mirrors.statuses if mesh.mirrors else []:
             labels = (("origin", m.origin),)
             out.append(Sample("edgemesh_mirror_stale", "1 when a mirror lost its origin.",
                               1 if m.stale else 0, labels))  # fmt: skip
-        for m in mesh.mirrors.statuses:
+        for m in mesh.mirrors.statuses if mesh.mirrors else []:
             if m.active_s is not None:
                 out.append(Sample("edgemesh_mirror_active_seconds",
                                   "Seconds since a mirror heard from its origin.", m.active_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -105,8 +106,8 @@ async def test_stalled_subscriber_is_cut_while_100_others_get_everything(
         assert json.loads(await stalled.recv())["type"] == "connected"
         await stalled.send(json.dumps({"type": "subscribe", "id": 1, "channel": "fan"}))
         assert json.loads(await stalled.recv())["type"] == "subscribed"
-        others = [await WsClient.open(url).__aenter__() for _ in range(100)]
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            others = [await stack.enter_async_context(WsClient.open(url)) for _ in range(100)]
             for c in others:
                 await c.subscribe("fan")
             receivers = [asyncio.create_task(c.messages(n, within=240)) for c in others]
@@ -116,9 +117,6 @@ async def test_stalled_subscriber_is_cut_while_100_others_get_everything(
             for task in receivers:
                 got = await task
                 assert [m["data"][0] for m in got] == list(range(n))
-        finally:
-            for c in others:
-                await c.ws.close()
         # The stalled client was cut: reading now ends in a close, after a disconnect
         # frame when the edge's grace period had not yet run out.
         frames: list[dict[str, Any]] = []
