@@ -22,7 +22,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -214,8 +214,29 @@ class ChannelHub:
     async def resync(self) -> None:
         """Repair every channel (after a NATS reconnect: messages may have been missed)."""
         self.counters.resyncs += 1
-        for ch in list(self._channels.values()):
-            await self._sweep(ch)
+        # Ask each remote origin once whether it answers: sweeps skip the dead ones
+        # instead of waiting for a timeout per channel.
+        remote = [o for o in self.regions if o != self.region]
+        probes = await asyncio.gather(*(self._origin_answers(o) for o in remote))
+        dead = {o for o, ok in zip(remote, probes, strict=True) if not ok}
+        limit = asyncio.Semaphore(self.settings.resync_concurrency)
+
+        async def sweep(ch: _Channel) -> None:
+            async with limit:
+                await self._sweep(ch, dead)
+
+        await asyncio.gather(*(sweep(ch) for ch in list(self._channels.values())))
+
+    async def _origin_answers(self, origin: str) -> bool:
+        try:
+            await self.origin.last_seq(
+                stream_name(origin),
+                stored_subject(origin, "~00"),  # no channel has this token: a cheap 404
+                timeout_s=self.settings.origin_check_timeout_s,
+            )
+            return True
+        except MeshUnavailable:
+            return False
 
     def note_error(self, exc: BaseException) -> None:
         """Feed nats-py's error callback here: a slow-consumer drop becomes a sweep."""
@@ -248,17 +269,23 @@ class ChannelHub:
             await self.nc.flush(timeout=max(1, round(self.settings.request_timeout_s)))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise MeshUnavailable(f"cannot subscribe: {exc}") from None
+        lasts = await asyncio.gather(
+            *(
+                self.reader.last(stream_name(o), stored_subject(o, ch.token), ch.name)
+                for o in self.regions
+            ),
+            return_exceptions=True,
+        )
         baseline: dict[str, int | None] = {}
-        for origin in self.regions:
-            try:
-                last = await self.reader.last(
-                    stream_name(origin), stored_subject(origin, ch.token), ch.name
-                )
-                baseline[origin] = last.seq if last else 0
-            except MeshUnavailable:
+        for origin, last in zip(self.regions, lasts, strict=True):
+            if isinstance(last, MeshUnavailable):
                 if origin == self.region:
-                    raise
+                    raise last
                 baseline[origin] = None  # learn it from the first live message
+            elif isinstance(last, BaseException):
+                raise last
+            else:
+                baseline[origin] = last.seq if last else 0
         ch.ledger = ChannelLedger(baseline, self._window_ms, self.settings.dedup_memory)
 
     async def _close_channel(self, ch: _Channel) -> None:
@@ -406,12 +433,13 @@ class ChannelHub:
                 return
             await self._sweep(ch)
 
-    async def _sweep(self, ch: _Channel) -> None:
+    async def _sweep(self, ch: _Channel, dead: Collection[str] = ()) -> None:
         """Compare each origin's newest stored message of the channel with what was
-        delivered, and repair the difference."""
+        delivered, and repair the difference. Origins in `dead` are read from the local
+        copy only."""
         self.counters.sweeps += 1
         for origin in self.regions:
-            newest = await self._newest_seq(origin, ch)
+            newest = await self._newest_seq(origin, ch, ask_origin=origin not in dead)
             if newest is None:
                 continue
             async with ch.lock:
@@ -421,12 +449,15 @@ class ChannelHub:
                 if delivered is not None and newest > delivered:
                     await self._repair(ch, Gap(origin, delivered, newest))
 
-    async def _newest_seq(self, origin: str, ch: _Channel) -> int | None:
+    async def _newest_seq(self, origin: str, ch: _Channel, ask_origin: bool) -> int | None:
         """The channel's newest seq in `origin`: from the origin itself when reachable
         (the truth; a mirror may lag), else from the local copy. None when unknown."""
         subject = stored_subject(origin, ch.token)
-        with contextlib.suppress(MeshUnavailable):
-            return await self.origin.last_seq(stream_name(origin), subject)
+        if ask_origin and origin != self.region:
+            with contextlib.suppress(MeshUnavailable):
+                return await self.origin.last_seq(
+                    stream_name(origin), subject, timeout_s=self.settings.origin_check_timeout_s
+                )
         with contextlib.suppress(MeshUnavailable):
             last = await self.reader.last(stream_name(origin), subject, ch.name)
             return last.seq if last else 0

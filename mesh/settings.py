@@ -24,6 +24,7 @@ class MeshSettings:
     repair_timeout_s: float = 2.0
     max_origin_reads: int = 1000
     origin_check_timeout_s: float = 0.5
+    resync_concurrency: int = 32
     mirror_stale_after_s: float = 5.0
     dedup_memory: int = 10_000
     pending_msgs_limit: int = 65_536
