@@ -42,24 +42,18 @@ from mesh.cursor import (
     decode_cursor,
     encode_positions,
 )
-from mesh.directget import DirectReader, OriginReader
 from mesh.errors import CursorError, MeshUnavailable
 from mesh.message import MessageFormatError, StoredMessage, decode_stored
 from mesh.recovery import (
     ChannelLedger,
     Gap,
     Verdict,
-    drop_duplicates,
-    merge_by_time,
-    run_is_complete,
 )
-from mesh.replies import ReplyMux
+from mesh.replay import ChannelStore, Replay
 from mesh.settings import MeshSettings
 from mesh.subjects import (
     live_wildcard,
     split_stored_subject,
-    stored_subject,
-    stream_name,
 )
 from mesh.topology import Topology
 
@@ -130,8 +124,7 @@ class ChannelHub:
         self.encoder = encoder
         self.on_delivery_lag = on_delivery_lag
         self.clock = clock
-        self.reader = DirectReader(nc, ReplyMux(nc), settings.request_timeout_s)
-        self.origin = OriginReader(nc, settings.request_timeout_s)
+        self.store = ChannelStore(nc, region, self.regions, settings)
         self.counters = HubCounters()
         self._channels: dict[str, _Channel] = {}
         self._by_token: dict[str, _Channel] = {}
@@ -217,7 +210,7 @@ class ChannelHub:
         # Ask each remote origin once whether it answers: sweeps skip the dead ones
         # instead of waiting for a timeout per channel.
         remote = [o for o in self.regions if o != self.region]
-        probes = await asyncio.gather(*(self._origin_answers(o) for o in remote))
+        probes = await asyncio.gather(*(self.store.origin_answers(o) for o in remote))
         dead = {o for o, ok in zip(remote, probes, strict=True) if not ok}
         limit = asyncio.Semaphore(self.settings.resync_concurrency)
 
@@ -226,17 +219,6 @@ class ChannelHub:
                 await self._sweep(ch, dead)
 
         await asyncio.gather(*(sweep(ch) for ch in list(self._channels.values())))
-
-    async def _origin_answers(self, origin: str) -> bool:
-        try:
-            await self.origin.last_seq(
-                stream_name(origin),
-                stored_subject(origin, "~00"),  # no channel has this token: a cheap 404
-                timeout_s=self.settings.origin_check_timeout_s,
-            )
-            return True
-        except MeshUnavailable:
-            return False
 
     def note_error(self, exc: BaseException) -> None:
         """Feed nats-py's error callback here: a slow-consumer drop becomes a sweep."""
@@ -269,23 +251,8 @@ class ChannelHub:
             await self.nc.flush(timeout=max(1, round(self.settings.request_timeout_s)))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise MeshUnavailable(f"cannot subscribe: {exc}") from None
-        lasts = await asyncio.gather(
-            *(
-                self.reader.last(stream_name(o), stored_subject(o, ch.token), ch.name)
-                for o in self.regions
-            ),
-            return_exceptions=True,
-        )
-        baseline: dict[str, int | None] = {}
-        for origin, last in zip(self.regions, lasts, strict=True):
-            if isinstance(last, MeshUnavailable):
-                if origin == self.region:
-                    raise last
-                baseline[origin] = None  # learn it from the first live message
-            elif isinstance(last, BaseException):
-                raise last
-            else:
-                baseline[origin] = last.seq if last else 0
+        # An origin whose copy does not answer (None) is learnt from its first live message.
+        baseline = await self.store.baseline(ch.name, ch.token)
         ch.ledger = ChannelLedger(baseline, self._window_ms, self.settings.dedup_memory)
 
     async def _close_channel(self, ch: _Channel) -> None:
@@ -381,7 +348,9 @@ class ChannelHub:
         after = ch.ledger.delivered.get(gap.origin) or gap.after
         if after >= gap.upto:
             return
-        run = await self._fetch_range(ch, gap.origin, after, gap.upto)
+        run = await self.store.fetch_range(
+            ch.name, ch.token, gap.origin, after, gap.upto, lambda: ch.closed
+        )
         for m in run:
             self.counters.gaps_repaired += 1
             self._offer(ch, m)
@@ -394,36 +363,6 @@ class ChannelHub:
                 after,
                 gap.upto,
             )
-
-    async def _fetch_range(
-        self, ch: _Channel, origin: str, after: int, upto: int
-    ) -> list[StoredMessage]:
-        """The stored messages of (after, upto]: from the local copy; what a lagging mirror
-        lacks, from the origin itself; when neither has it yet, retry until
-        ``repair_timeout_s``. Returns what it found (possibly short of `upto`)."""
-        stream = stream_name(origin)
-        subject = stored_subject(origin, ch.token)
-        deadline = time.monotonic() + self.settings.repair_timeout_s
-        batch = self.settings.replay_batch
-        pause = 0.005
-        run: list[StoredMessage] = []
-        while True:
-            with contextlib.suppress(MeshUnavailable):
-                run = await self.reader.range(stream, subject, ch.name, after, upto, batch)
-            have = run[-1].seq if run else after
-            if have >= upto:
-                return run
-            if origin != self.region:
-                with contextlib.suppress(MeshUnavailable):
-                    rest = await self.origin.range(
-                        stream, subject, ch.name, have, upto, self.settings.max_origin_reads
-                    )
-                    if rest and rest[-1].seq >= upto:
-                        return run + rest
-            if time.monotonic() + pause > deadline or ch.closed:
-                return run
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.2)
 
     async def _sweeps(self, ch: _Channel) -> None:
         began = time.monotonic()
@@ -439,7 +378,7 @@ class ChannelHub:
         copy only."""
         self.counters.sweeps += 1
         for origin in self.regions:
-            newest = await self._newest_seq(origin, ch, ask_origin=origin not in dead)
+            newest = await self.store.newest(ch.name, ch.token, origin, origin not in dead)
             if newest is None:
                 continue
             async with ch.lock:
@@ -448,20 +387,6 @@ class ChannelHub:
                 delivered = ch.ledger.delivered.get(origin)
                 if delivered is not None and newest > delivered:
                     await self._repair(ch, Gap(origin, delivered, newest))
-
-    async def _newest_seq(self, origin: str, ch: _Channel, ask_origin: bool) -> int | None:
-        """The channel's newest seq in `origin`: from the origin itself when reachable
-        (the truth; a mirror may lag), else from the local copy. None when unknown."""
-        subject = stored_subject(origin, ch.token)
-        if ask_origin and origin != self.region:
-            with contextlib.suppress(MeshUnavailable):
-                return await self.origin.last_seq(
-                    stream_name(origin), subject, timeout_s=self.settings.origin_check_timeout_s
-                )
-        with contextlib.suppress(MeshUnavailable):
-            last = await self.reader.last(stream_name(origin), subject, ch.name)
-            return last.seq if last else 0
-        return None
 
     # -------------------------------------------------------------------- joining
 
@@ -481,12 +406,14 @@ class ChannelHub:
         floor: dict[str, int] = {}
         if isinstance(start, FromCursor):
             assert cursor is not None
-            frames, recovered, reach = await self._replay_after(ch, cursor, live)
-            have = cursor.merged(reach)
+            replay = await self.store.after_cursor(ch.name, ch.token, cursor, live)
+            frames, recovered = self._encode_replay(ch, replay), replay.recovered
+            have = cursor.merged(replay.reach)
             floor = {r: s for r, s in have.positions.items() if s > live.get(r)}
             live = live.merged(have)
         elif isinstance(start, Rewind):
-            frames, recovered = await self._replay_last(ch, start.count, live)
+            replay = await self.store.last(ch.name, ch.token, start.count, live)
+            frames, recovered = self._encode_replay(ch, replay), replay.recovered
         else:
             assert isinstance(start, Live)
         on_subscribed(Subscribed(encode_positions(ch.name, live.positions), recovered, frames))
@@ -497,87 +424,10 @@ class ChannelHub:
             ch.floors[sink] = floor
         self._sink_channels.setdefault(sink, set()).add(ch.name)
 
-    async def _replay_after(
-        self, ch: _Channel, cursor: Cursor, live: Cursor
-    ) -> tuple[list[bytes], bool, Cursor]:
-        """Replay everything after `cursor`, up to the live point or, for a remote origin
-        that answers, up to its true newest message (a mirror may lag; live copies may be
-        in flight). Returns (frames, recovered, how far the replay reached).
-
-        `recovered` is True only when every origin's run provably has no hole and every
-        remote origin confirmed its newest message: with an origin unreachable, the edge
-        cannot show that nothing after the local copy's end was stored there.
-        """
-        remote = [o for o in self.regions if o != self.region]
-        truths = await asyncio.gather(*(self._origin_newest(ch, o) for o in remote))
-        truth = dict(zip(remote, truths, strict=True))
-        runs: list[list[StoredMessage]] = []
-        recovered = True
-        reach: dict[str, int] = {}
-        for origin in self.regions:
-            after = cursor.get(origin)
-            upto = max(live.get(origin), truth.get(origin) or 0)
-            if origin in truth and truth[origin] is None:
-                recovered = False
-            if upto <= after:
-                continue
-            run = await self._fetch_range(ch, origin, after, upto)
-            if not run_is_complete(after, run, upto):
-                recovered = False
-            if run:
-                reach[origin] = run[-1].seq
-            runs.append(run)
-        return self._encode_replay(ch, cursor, runs), recovered, Cursor(reach)
-
-    async def _origin_newest(self, ch: _Channel, origin: str) -> int | None:
-        """`origin`'s newest seq of the channel, asked of the origin itself (None when it
-        does not answer within ``origin_check_timeout_s``)."""
-        try:
-            return await self.origin.last_seq(
-                stream_name(origin),
-                stored_subject(origin, ch.token),
-                timeout_s=self.settings.origin_check_timeout_s,
-            )
-        except MeshUnavailable:
-            return None
-
-    async def _replay_last(
-        self, ch: _Channel, count: int, live: Cursor
-    ) -> tuple[list[bytes], bool]:
-        if count == 0:
-            return [], True
-        runs: list[list[StoredMessage]] = []
-        whole = True  # every origin's run reaches back to the channel's first message
-        for origin in self.regions:
-            upto = live.get(origin)
-            if upto <= 0:
-                continue
-            run = await self.reader.last_n(
-                stream_name(origin),
-                stored_subject(origin, ch.token),
-                ch.name,
-                count,
-                upto,
-                self.settings.replay_batch,
-            )
-            if run and (len(run) >= count or run[0].last_seq != 0):
-                whole = False
-            runs.append(run)
-        merged = drop_duplicates(merge_by_time(runs), self._window_ms)[-count:]
-        # The position before the replay: for each origin, just before its first replayed
-        # message (its chain link), or the live point when none of its messages is replayed.
-        before = dict(live.positions)
-        for m in reversed(merged):
-            before[m.origin] = m.last_seq if m.last_seq is not None else m.seq - 1
-        return self._encode_replay(ch, Cursor(before), [merged]), (len(merged) >= count or whole)
-
-    def _encode_replay(
-        self, ch: _Channel, before: Cursor, runs: list[list[StoredMessage]]
-    ) -> list[bytes]:
-        merged = drop_duplicates(merge_by_time(runs), self._window_ms)
-        positions = dict(before.positions)
+    def _encode_replay(self, ch: _Channel, replay: Replay) -> list[bytes]:
+        positions = dict(replay.before.positions)
         frames = []
-        for m in merged:
+        for m in replay.messages:
             if m.seq > positions.get(m.origin, 0):
                 positions[m.origin] = m.seq
             frames.append(self.encoder(m, encode_positions(ch.name, positions)))
