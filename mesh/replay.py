@@ -15,7 +15,7 @@ from nats.aio.client import Client
 
 from mesh.cursor import Cursor
 from mesh.directget import DirectReader, OriginReader
-from mesh.errors import MeshUnavailable
+from mesh.errors import CursorError, MeshUnavailable
 from mesh.message import StoredMessage
 from mesh.recovery import drop_duplicates, merge_by_time, run_is_complete
 from mesh.replies import ReplyMux
@@ -137,17 +137,29 @@ class ChannelStore:
 
         `recovered` is True only when every origin's run provably has no hole and every
         remote origin confirmed its newest message: with an origin unreachable, the edge
-        cannot show that nothing after the local copy's end was stored there.
+        cannot show that nothing after the local copy's end was stored there. Raises
+        CursorError for a position beyond an origin's newest message of the channel.
         """
         remote = [o for o in self.regions if o != self.region]
         truths = await asyncio.gather(*(self.origin_newest(token, o) for o in remote))
-        truth = dict(zip(remote, truths, strict=True))
+        truth: dict[str, int | None] = dict(zip(remote, truths, strict=True))
+        own = await self.local.last(
+            stream_name(self.region), stored_subject(self.region, token), channel
+        )
+        truth[self.region] = own.seq if own else 0
         runs: list[list[StoredMessage]] = []
         recovered = all(t is not None for t in truths)
         reach: dict[str, int] = {}
         for origin in self.regions:
-            after = cursor.get(origin)
-            upto = max(live.get(origin), truth.get(origin) or 0)
+            after, newest = cursor.get(origin), truth[origin]
+            if newest is not None and after > 0:
+                # A channel's newest message outlives every older one (retention removes
+                # the oldest first), so a position past it was never this channel's.
+                if newest > 0 and after > newest:
+                    raise CursorError(f"cursor is ahead of this channel's messages from {origin}")
+                if newest == 0:
+                    recovered = False  # all expired: nothing shows what followed the cursor
+            upto = max(live.get(origin), newest or 0)
             if upto <= after:
                 continue
             run = await self.fetch_range(channel, token, origin, after, upto)

@@ -136,6 +136,7 @@ async def test_cursor_older_than_retention_is_not_recovered(edges: EdgeCluster) 
         {"cursor": "not a cursor"},
         {"cursor": encode_cursor("recovery:errors", Cursor({"mars": 5}))},  # unknown region
         {"cursor": encode_cursor("another-channel", Cursor({"eu": 5}))},
+        {"cursor": encode_cursor("recovery:errors", Cursor({"eu": 10**9}))},  # ahead
         {"rewind": -1},
         {"rewind": 10**9},
         {"rewind": "5"},
@@ -145,6 +146,8 @@ async def test_cursor_older_than_retention_is_not_recovered(edges: EdgeCluster) 
 async def test_bad_from_gets_a_clear_error_and_the_connection_stays(
     edges: EdgeCluster, bad: dict[str, Any]
 ) -> None:
+    async with WsClient.open(edges.ws_url("eu", edges.token("e"))) as pub:
+        await publish_many(pub, "recovery:errors", "x", 1)  # the channel has history
     async with WsClient.open(edges.ws_url("us", edges.token("e"))) as c:
         reply = await c.request({"type": "subscribe", "channel": "recovery:errors", "from": bad})
         assert reply["type"] == "error" and reply["error"]["code"] == 40000, reply
