@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -74,10 +75,13 @@ class Subscriber(asyncio.Protocol):
         self.seen: set[int] = set()
         self.transport: asyncio.Transport | None = None
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError(f"connection lost: {exc}"))
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -86,7 +90,11 @@ class Subscriber(asyncio.Protocol):
             if end < 0:
                 return
             if b" 101 " not in self.buf[:end]:
-                raise RuntimeError(f"handshake refused: {bytes(self.buf[:end])!r}")
+                err = RuntimeError(f"handshake refused: {bytes(self.buf[:end])!r}")
+                self.subscribed.set_exception(err)
+                assert self.transport is not None
+                self.transport.close()
+                return
             del self.buf[: end + 4]
             self.upgraded = True
             sub = {"type": "subscribe", "id": 1, "channel": self.channel}
@@ -133,6 +141,11 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def idle_us(result: dict[str, float], idle_per_s: float) -> float:
+    """The idle CPU of the measured window, per delivery, in microseconds."""
+    return idle_per_s * result["elapsed_s"] / max(1.0, result["delivered"]) * 1e6
+
+
 def pct(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -170,6 +183,7 @@ async def run_rate(
 
         reader = asyncio.create_task(read_acks())
         cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+        edge_cpu0 = cpu_seconds(pids[:2])
         start = time.perf_counter()
         for k in range(n):
             target = start + k / rate
@@ -189,6 +203,7 @@ async def run_rate(
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - t0
         cpu = cpu_seconds(pids) - cpu0
+        edge_cpu = cpu_seconds(pids[:2]) - edge_cpu0
         reader.cancel()
     lost = sum(n - len(s.seen) for s in subs)
     lat = sorted(stats.latencies_ms)
@@ -201,6 +216,8 @@ async def run_rate(
         "lost": lost,
         "acks_missing": n - acks,
         "cpu_us_per_delivery": cpu / max(1, stats.delivered) * 1e6,
+        "delivered": stats.delivered,
+        "edge_us_per_delivery": edge_cpu / max(1, stats.delivered) * 1e6,
         "elapsed_s": elapsed,
     }
 
@@ -216,7 +233,7 @@ async def bench(args: argparse.Namespace) -> None:
         edges = EdgeCluster(sc, Path(tmp) / "edges", env={"EDGEMESH_LOG_LEVEL": "warning"})
         try:
             edges.start()
-            pids = [p.process.pid for p in edges.edges.values()]
+            pids = [p.process.pid for p in edges.edges.values()]  # edges first
             pids += [h.process.pid for h in sc.servers.values()]
             stats = Stats()
             loop = asyncio.get_running_loop()
@@ -237,15 +254,23 @@ async def bench(args: argparse.Namespace) -> None:
             )
             head = (
                 f"{'msg/s':>6} {'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-                f"{'lost':>5} {'CPU us/deliv':>12}"
+                f"{'lost':>5} {'CPU us/deliv':>12} {'minus idle':>10} {'edges only':>10}"
             )
             print(head)
+            cpu0 = cpu_seconds(pids)
+            await asyncio.sleep(args.duration)
+            idle_per_s = (cpu_seconds(pids) - cpu0) / args.duration
+            print(
+                f"idle server CPU with the subscribers connected: {idle_per_s * 100:.1f}% of a core"
+            )
             for rate in args.rates:
                 r = await run_rate(edges, subs, stats, rate, args.duration, args.size, pids)
                 print(
                     f"{rate:>6} {r['deliveries_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
                     f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {int(r['lost']):>5} "
-                    f"{r['cpu_us_per_delivery']:>12.2f}",
+                    f"{r['cpu_us_per_delivery']:>12.2f} "
+                    f"{r['cpu_us_per_delivery'] - idle_us(r, idle_per_s):>10.2f} "
+                    f"{r['edge_us_per_delivery']:>10.2f}",
                     flush=True,
                 )
             for s in subs:

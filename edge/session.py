@@ -64,17 +64,17 @@ class ClientSession:
         self._max_buffer = limits.max_send_buffer_bytes
         self._rate = PublishRateGuard(limits, time.monotonic())
         self._expiry: asyncio.TimerHandle | None = None
-        # Bound once: the hot path touches no attribute chains.
-        self._write = socket.write
-        self._buffered = socket.buffered_bytes
+        self._transport = socket.transport
 
     # -- the hub's sink (hot path) ---------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
-        if self.closing:
+        """Write one pre-encoded frame; cut the connection if its send buffer is full."""
+        t = self._transport
+        if self.closing or t.is_closing():
             return
-        self._write(frame)
-        if self._buffered() > self._max_buffer:
+        t.write(frame)
+        if t.get_write_buffer_size() > self._max_buffer:
             self.node.metrics.slow_consumers.inc()
             self.cut("slow_consumer", CloseCode.TRY_AGAIN_LATER)
 

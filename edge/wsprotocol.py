@@ -12,6 +12,7 @@ the library's 1009.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -26,13 +27,18 @@ SOCKET_EXTENSION = "edgemesh.socket"
 
 
 class RawSocket(Protocol):
-    """What the app may do with a connection's transport, besides ASGI."""
+    """What the app may do with a connection's transport, besides ASGI.
+
+    The hot path may write to ``transport`` itself, provided it writes nothing once it
+    has called :meth:`close_now` and nothing while ``transport.is_closing()`` (every
+    close the protocol starts on its own closes the transport at once).
+    """
+
+    transport: asyncio.Transport
 
     def can_write(self) -> bool: ...
 
     def write(self, frame: bytes) -> None: ...
-
-    def buffered_bytes(self) -> int: ...
 
     def close_now(self, code: int, reason: str, grace_s: float, before: bytes = b"") -> None: ...
 
@@ -80,9 +86,6 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     def write(self, frame: bytes) -> None:
         if self.can_write():
             self.transport.write(frame)
-
-    def buffered_bytes(self) -> int:
-        return int(self.transport.get_write_buffer_size())
 
     def close_now(self, code: int, reason: str, grace_s: float, before: bytes = b"") -> None:
         """Write `before` and a close frame, then close; abort if not done in `grace_s`.
