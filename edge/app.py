@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,18 +9,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from mesh.publisher import Publication
 
 from edge import replies
 from edge.capabilities import Capabilities, CapabilityError, Operation
 from edge.errors import CloseCode, EdgeError, ErrorCode, bad_request, mesh_code
-from edge.frames import FrameError, check_publish_fields, parse_json
+from edge.frames import check_publish_fields, parse_json
 from edge.node import EdgeNode, refusal_frame
 from edge.session import ClientSession
 from edge.tokens import MAX_CLIENT_ID_BYTES, Principal, authenticate, bearer
 from edge.wsprotocol import SOCKET_EXTENSION, RawSocket
 from mesh.channels import validate_channel
 from mesh.errors import MeshError
+from mesh.publisher import Publication
 
 HTTP_STATUS = {
     ErrorCode.BAD_REQUEST: 400,
@@ -196,6 +195,3 @@ def create_app(node: EdgeNode) -> FastAPI:
         )
 
     return app
-
-
-__all__ = ["FrameError", "create_app", "json"]

@@ -13,17 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-try:  # TEMP until mesh/history.py lands
-    from mesh.history import History, HistoryPage, MirrorWatch
-except ImportError:  # pragma: no cover
-    History = HistoryPage = MirrorWatch = None  # type: ignore
-from mesh.hub import ChannelHub
-from mesh.publisher import Ack, Publication, Publisher
-from mesh.streams import ensure_streams
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -37,8 +30,12 @@ from edge.tokens import KeyRing
 from mesh.control import REGION_STATES, RegionState, RegionStates
 from mesh.errors import MeshError, MeshUnavailable
 from mesh.geo import fallback_order
+from mesh.history import History, HistoryPage, MirrorStatus, MirrorWatch
+from mesh.hub import ChannelHub
 from mesh.natsconn import connect_region
+from mesh.publisher import Ack, Publication, Publisher
 from mesh.secrets import Secrets
+from mesh.streams import ensure_streams
 from mesh.subjects import stream_name
 from mesh.topology import Topology
 
@@ -134,15 +131,14 @@ class EdgeNode:
             replies.message_frame,
             on_delivery_lag=self.metrics.delivery_lag_seconds.observe,
         )
-        mirrors = MirrorWatch(js, self.topology, self.region, settings) if MirrorWatch else None
-        if mirrors:
-            mirrors.start()
+        mirrors = MirrorWatch(js, self.topology, self.region, settings)
+        mirrors.start()
         self.mesh = Mesh(
             nc,
             js,
             Publisher(nc, self.region, settings),
             hub,
-            History(nc, self.topology, self.region, settings) if History else None,
+            History(nc, self.topology, self.region, settings),
             mirrors,
         )
         await nc.subscribe(REGION_STATES, cb=self._on_region_states)
@@ -315,7 +311,7 @@ class EdgeNode:
                     "lag": m.lag,
                     "stale": m.stale,
                 }
-                for m in (mesh.mirrors.statuses if mesh is not None and mesh.mirrors else [])
+                for m in (mesh.mirrors.statuses if mesh is not None else [])
             ],
         }
         return ready, detail
@@ -346,6 +342,8 @@ class EdgeNode:
         return self.metrics.render(self._samples())
 
     def _samples(self) -> list[Sample]:
+        mesh = self.mesh
+        connected = mesh is not None and mesh.nc.is_connected
         out = [
             Sample("edgemesh_connections", "Open client connections.", len(self.sessions)),
             Sample(
@@ -353,45 +351,43 @@ class EdgeNode:
                 "Channel subscriptions of open connections.",
                 sum(len(s.channels) for s in self.sessions),
             ),
+            Sample("edgemesh_nats_connected", "1 while NATS is connected.", int(connected)),
         ]
-        mesh = self.mesh
-        out.append(Sample("edgemesh_mesh_connected", "1 when NATS is connected.", _b(mesh)))
         if mesh is None:
             return out
         c = mesh.hub.counters
-        out.append(Sample("edgemesh_channels", "Channels with local subscribers.",
-                          mesh.hub.channel_count()))  # fmt: skip
-        for name, help_text, value in (
-            ("edgemesh_messages_in_total", "Live messages received from NATS.", c.messages_in),
-            ("edgemesh_messages_out_total", "Message frames written to clients.", c.messages_out),
-            ("edgemesh_gaps_repaired_total", "Messages fetched to fill gaps.", c.gaps_repaired),
-            ("edgemesh_gaps_unrepaired_total", "Gap messages not fetchable.", c.gaps_unrepaired),
-            ("edgemesh_duplicates_dropped_total", "Duplicate messages not delivered.",
-             c.duplicates_dropped),
-            ("edgemesh_nats_slow_consumer_total", "nats-py slow-consumer drops seen.",
-             c.slow_consumer_drops),
-            ("edgemesh_resyncs_total", "Channel resyncs after NATS reconnects.", c.resyncs),
-        ):  # fmt: skip
-            out.append(Sample(name, help_text, value, counter=True))
-        for m in mesh.mirrors.statuses if mesh.mirrors else []:
-            labels = (("origin", m.origin),)
-            out.append(Sample("edgemesh_mirror_stale", "1 when a mirror lost its origin.",
-                              1 if m.stale else 0, labels))  # fmt: skip
-        for m in mesh.mirrors.statuses if mesh.mirrors else []:
-            if m.active_s is not None:
-                out.append(Sample("edgemesh_mirror_active_seconds",
-                                  "Seconds since a mirror heard from its origin.", m.active_s,
-                                  (("origin", m.origin),)))  # fmt: skip
+        out.append(
+            Sample(
+                "edgemesh_channels", "Channels with local subscribers.", mesh.hub.channel_count()
+            )
+        )
+        hub_counters = (
+            ("messages_in", "Live messages received from NATS.", c.messages_in),
+            ("messages_out", "Message frames handed to client connections.", c.messages_out),
+            ("gaps_repaired", "Messages fetched from streams to fill gaps.", c.gaps_repaired),
+            ("gaps_unrepaired", "Gap messages that could not be fetched.", c.gaps_unrepaired),
+            ("duplicates_dropped", "Messages not delivered again.", c.duplicates_dropped),
+            ("nats_slow_consumer", "nats-py slow-consumer drops seen.", c.slow_consumer_drops),
+            ("resyncs", "Channel resyncs after NATS reconnects.", c.resyncs),
+        )
+        for name, help_text, value in hub_counters:
+            out.append(Sample(f"edgemesh_{name}_total", help_text, value, counter=True))
+        mirror_gauges: tuple[tuple[str, str, Callable[[MirrorStatus], float]], ...] = (
+            ("edgemesh_mirror_stale", "1 when a mirror lost its origin.", lambda m: m.stale),
+            ("edgemesh_mirror_lag", "Messages a mirror is behind its origin.", lambda m: m.lag),
+            (
+                "edgemesh_mirror_active_seconds",
+                "Seconds since a mirror last heard from its origin (-1: unknown).",
+                lambda m: -1 if m.active_s is None else m.active_s,
+            ),
+        )
+        for name, help_text, value_of in mirror_gauges:
+            for m in mesh.mirrors.statuses:
+                out.append(Sample(name, help_text, float(value_of(m)), (("origin", m.origin),)))
         return out
 
 
-def _b(mesh: Mesh | None) -> int:
-    return 1 if mesh is not None and mesh.nc.is_connected else 0
-
-
 def refusal_frame(node: EdgeNode, reason: str) -> bytes:
+    """The `disconnect` a connection gets instead of `connected` when it is refused."""
     drain = node.settings.drain
     return replies.disconnect(reason, True, drain.retry_after_ms, node.fallback_regions())
-
-
-__all__ = ["EdgeNode", "ErrorCode", "refusal_frame"]

@@ -15,9 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mesh.hub import Subscribed
-from mesh.publisher import Ack, Publication
-
 from edge import replies
 from edge.capabilities import Operation
 from edge.errors import CloseCode, EdgeError, ErrorCode, mesh_code
@@ -35,6 +32,8 @@ from edge.limits import PublishRateGuard, RateDecision
 from edge.tokens import Principal
 from edge.wsprotocol import RawSocket
 from mesh.errors import MeshError
+from mesh.hub import Subscribed
+from mesh.publisher import Ack, Publication
 
 if TYPE_CHECKING:
     from edge.node import EdgeNode
