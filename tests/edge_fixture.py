@@ -2,7 +2,9 @@
 
 Usage in a test module (the fixtures are module-scoped, like ``supercluster``)::
 
-    from tests.edge_fixture import EdgeCluster, WsClient, edges  # noqa: F401
+    from tests.edge_fixture import EdgeCluster, WsClient
+
+    pytest_plugins = ["tests.edge_fixture"]  # brings the `edges` fixture
 
     async def test_x(edges: EdgeCluster) -> None:
         async with WsClient.open(edges.ws_url("eu", edges.token("alice"))) as c:
