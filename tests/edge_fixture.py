@@ -1,14 +1,23 @@
 """Real edge nodes for a supercluster, and a small WebSocket client, for tests.
 
-Usage in a test module (the fixtures are module-scoped, like ``supercluster``)::
+Usage in a test module: a module-scoped fixture over the module's supercluster::
 
-    from tests.edge_fixture import EdgeCluster, WsClient
+    from tests.edge_fixture import EdgeCluster, WsClient, start_edges
 
-    pytest_plugins = ["tests.edge_fixture"]  # brings the `edges` fixture
+    @pytest.fixture(scope="module")
+    def edges(supercluster, tmp_path_factory):
+        cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"))
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
     async def test_x(edges: EdgeCluster) -> None:
         async with WsClient.open(edges.ws_url("eu", edges.token("alice"))) as c:
-            await c.request({"type": "ping"})
+            assert (await c.request({"type": "ping"}))["type"] == "pong"
+
+(or ``pytest_plugins = ["tests.edge_fixture"]`` for the ready-made `edges` fixture, with
+the names imported under ``TYPE_CHECKING`` only, so pytest can rewrite its asserts).
 
 Each edge is ``python -m mesh.cli edge ...`` (the same command `edgemesh dev` runs),
 bound to the topology's free port, stopped by its pid at teardown. Per-region

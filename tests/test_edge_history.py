@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.edge_fixture import EdgeCluster, WsClient
+from mesh.supercluster import Supercluster
 
-pytest_plugins = ["tests.edge_fixture"]  # the `edges` fixture: one edge per region
+from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+
+
+@pytest.fixture(scope="module")
+def edges(
+    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EdgeCluster]:
+    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 async def publish(pub: WsClient, channel: str, values: list[Any]) -> list[dict[str, Any]]:
