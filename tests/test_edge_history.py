@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from mesh.supercluster import Supercluster
-
 from tests.edge_fixture import EdgeCluster, WsClient, start_edges
 
 
