@@ -40,7 +40,9 @@ class _Batch:
             self.done.set_result(status)
             return
         try:
-            m = decode_stored(headers, msg.data, self.channel)
+            # In a batch reply Nats-Last-Sequence is the previous message OF THE REPLY
+            # (0 for the first), not the subject chain of a republished copy: drop it.
+            m = replace(decode_stored(headers, msg.data, self.channel), last_seq=None)
         except MessageFormatError as exc:
             self.done.set_exception(MeshUnavailable(f"unreadable stored message: {exc}"))
             return
@@ -106,10 +108,26 @@ class DirectReader:
     async def last(self, stream: str, subject: str, channel: str) -> StoredMessage | None:
         """The newest message of `subject` in the copy, or None when it has none.
 
-        Its ``last_seq`` is None: a multi-last reply does not carry the subject chain.
+        (Messages read here have ``last_seq`` None: replies do not carry the subject chain.)
         """
         got = await self._request(stream, {"multi_last": [subject], "batch": 1}, channel)
-        return replace(got[-1][0], last_seq=None) if got else None
+        return got[-1][0] if got else None
+
+    async def holds(self, stream: str, subject: str, channel: str, seq: int) -> bool:
+        """Whether the copy still holds the message `seq` of `subject`."""
+        got = await self.pending_from(stream, subject, channel, seq)
+        return got is not None and got[0].seq == seq
+
+    async def first_seq(self, stream: str) -> int:
+        """The copy's first sequence (1 while it never removed a message from its front)."""
+        if not self.nc.is_connected:
+            raise MeshUnavailable("not connected to NATS")
+        try:
+            reply = await self.nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", self.timeout_s)
+            state = json.loads(reply.data)["state"]
+            return int(state["first_seq"])
+        except (nats.errors.Error, OSError, ValueError, KeyError, TypeError, TimeoutError) as e:
+            raise MeshUnavailable(f"no stream info for {stream}: {e}") from None
 
     async def pending_from(
         self, stream: str, subject: str, channel: str, seq: int

@@ -118,18 +118,14 @@ def drop_duplicates(messages: Iterable[StoredMessage], window_ms: int) -> list[S
     return out
 
 
-def run_is_complete(after: int, run: Sequence[StoredMessage], target: int) -> bool:
+def run_is_complete(after: int, run: Sequence[StoredMessage], upto: int, anchored: bool) -> bool:
     """Whether `run` (an origin's messages of the channel after seq `after`, in order)
-    provably holds every message of the channel in (after, target].
+    provably holds every message of the channel in (after, upto].
 
-    The first message's ``last_seq`` chain link must reach back to `after` (nothing in
-    between was removed) and the run must end at `target`.
+    Retention removes a channel's messages oldest first, never from the middle. So
+    when the copy still holds the message at `after` (`anchored`), nothing after it was
+    removed, and the run is complete once it reaches `upto`.
     """
-    if target <= after:
+    if upto <= after:
         return True
-    if not run:
-        return False
-    first = run[0]
-    if first.last_seq is None or first.last_seq > after:
-        return False
-    return run[-1].seq >= target
+    return anchored and bool(run) and run[-1].seq >= upto

@@ -20,7 +20,7 @@ from mesh.message import StoredMessage
 from mesh.recovery import drop_duplicates, merge_by_time, run_is_complete
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
-from mesh.subjects import stored_subject, stream_name
+from mesh.subjects import mirror_name, stored_subject, stream_name
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,8 @@ class ChannelStore:
             if upto <= after:
                 continue
             run = await self.fetch_range(channel, token, origin, after, upto)
-            if not run_is_complete(after, run, upto):
+            anchored = await self._anchored(channel, token, origin, after)
+            if not run_is_complete(after, run, upto, anchored):
                 recovered = False
             if run:
                 reach[origin] = run[-1].seq
@@ -171,11 +172,33 @@ class ChannelStore:
         merged = drop_duplicates(merge_by_time(runs), self._window_ms)
         return Replay(merged, cursor, recovered, Cursor(reach))
 
+    async def _anchored(self, channel: str, token: str, origin: str, after: int) -> bool:
+        """Whether no message of the channel from `origin` after `after` can have been
+        removed from the local copy.
+
+        Retention removes a channel's messages oldest first. So it suffices that the copy
+        still holds the message at `after`; for `after` 0 (from the beginning), that the
+        copy never removed a message by age (its first sequence is 1) nor by count (the
+        channel holds fewer than ``max_msgs_per_channel``).
+        """
+        stream = stream_name(origin)
+        subject = stored_subject(origin, token)
+        try:
+            if after > 0:
+                return await self.local.holds(stream, subject, channel, after)
+            copy = stream if origin == self.region else mirror_name(origin, self.region)
+            if await self.local.first_seq(copy) > 1:
+                return False
+            first = await self.local.pending_from(stream, subject, channel, 1)
+            return first is None or first[1] + 1 < self.settings.max_msgs_per_channel
+        except MeshUnavailable:
+            return False
+
     async def last(self, channel: str, token: str, count: int, live: Cursor) -> Replay:
         """The last `count` messages at or before the live point, across origins.
 
-        `recovered` is True when `count` messages were found or the channel never had
-        more (every origin's oldest message links back to none).
+        `recovered` is True when `count` messages were found or provably none was
+        ever removed from the channel's history.
         """
         if count <= 0:
             return Replay([], live, True, Cursor())
@@ -193,13 +216,13 @@ class ChannelStore:
                 upto,
                 self.settings.replay_batch,
             )
-            if run and (len(run) >= count or run[0].last_seq != 0):
+            if len(run) < count and not await self._anchored(channel, token, origin, 0):
                 whole = False
             runs.append(run)
         merged = drop_duplicates(merge_by_time(runs), self._window_ms)[-count:]
-        # Just before each origin's first replayed message (its chain link); the live
-        # point for an origin none of whose messages is replayed.
+        # Just before each origin's first replayed message (no message of the channel lies
+        # between); the live point for an origin none of whose messages is replayed.
         before = dict(live.positions)
         for m in reversed(merged):
-            before[m.origin] = m.last_seq if m.last_seq is not None else m.seq - 1
+            before[m.origin] = m.seq - 1
         return Replay(merged, Cursor(before), len(merged) >= count or whole, Cursor())

@@ -34,7 +34,7 @@ def edges(
 async def mirrored(nats_client: NatsClients, origin: str, region: str, seq: int) -> None:
     """Until `region`'s mirror of `origin` holds `seq` (history reads local copies)."""
     js = (await nats_client(region)).jetstream(timeout=5)
-    for _ in range(400):
+    for _ in range(1200):
         if (await js.stream_info(mirror_name(origin, region))).state.last_seq >= seq:
             return
         await asyncio.sleep(0.05)

@@ -251,6 +251,38 @@ async def test_resume_from_cursor_and_rewind(mesh: dict[str, Region]) -> None:
         hub.drop_sink(s)
 
 
+async def test_resume_over_removed_messages_is_not_recovered(mesh: dict[str, Region]) -> None:
+    """When the cursor's own message is gone, retention (oldest first) may have removed
+    what followed it: recovered is false, and what remains is still sent."""
+    us = mesh["us"]
+    first = Sink()
+    await us.hub.subscribe("holes", first, Live(), first.on_subscribed)
+    serials = await publish(us, "holes", 6)
+    await first.wait(6)
+    cursor = first.frames[1]["cursor"]  # after the 2nd message
+    await us.hub.unsubscribe("holes", first)
+    js = us.nc.jetstream(timeout=5)
+    for serial in serials[:3]:  # removed oldest first, as retention does
+        await js.delete_msg("EM_us", int(serial.split(":")[1]))
+    again = Sink()
+    await us.hub.subscribe("holes", again, FromCursor(cursor), again.on_subscribed)
+    assert again.subscribed[0].recovered is False
+    assert again.serials() == serials[3:]
+    # A cursor at a message still held: what follows is complete.
+    held = Sink()
+    await us.hub.subscribe("holes", held, FromCursor(first.frames[3]["cursor"]), held.on_subscribed)
+    assert held.subscribed[0].recovered is True and held.serials() == serials[4:]
+    us.hub.drop_sink(held)
+    # A cursor at the newest message: nothing to replay, nothing missing.
+    latest = Sink()
+    await us.hub.subscribe(
+        "holes", latest, FromCursor(again.subscribed[0].cursor), latest.on_subscribed
+    )
+    assert latest.subscribed[0].recovered is True and latest.frames == []
+    for s in (again, latest):
+        us.hub.drop_sink(s)
+
+
 async def test_hub_survives_its_nats_server_restarting(
     supercluster: Supercluster, mesh: dict[str, Region]
 ) -> None:

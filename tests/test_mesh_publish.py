@@ -15,7 +15,12 @@ from mesh.message import StoredMessage, decode_stored
 from mesh.publisher import Publication, Publisher, assign_message_id
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
-from mesh.streams import ensure_streams
+from mesh.streams import (
+    _differs,
+    ensure_streams,
+    mirror_stream_config,
+    origin_stream_config,
+)
 from mesh.subjects import live_wildcard, mirror_name, stored_subject, stream_name
 from mesh.supercluster import Supercluster
 from tests.conftest import NatsClients
@@ -55,6 +60,13 @@ async def test_ensure_streams_is_idempotent_and_concurrent(
         assert m.config.mirror is not None and m.config.mirror.name == stream_name(origin)
         assert m.config.mirror_direct and m.config.max_msgs_per_subject == 5000
         assert m.cluster is not None and m.cluster.name == "us"
+    # What the server reports back matches what was asked: no restart-causing update
+    # on the next start-up (a mirror update pauses its copying for seconds).
+    for want in [origin_stream_config(topo, "us", SETTINGS)] + [
+        mirror_stream_config(topo, o, "us", SETTINGS) for o in ("eu", "ap")
+    ]:
+        assert want.name is not None
+        assert not _differs((await js.stream_info(want.name)).config, want), want.name
     # A changed retention setting is applied on the next start-up.
     changed = MeshSettings(max_msgs_per_channel=4000)
     await ensure_streams(js, topo, "us", changed)

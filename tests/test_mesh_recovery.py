@@ -76,12 +76,11 @@ def test_drop_duplicates_keeps_first_copy() -> None:
 
 
 def test_run_is_complete() -> None:
-    assert run_is_complete(5, [], 5)
-    assert not run_is_complete(5, [], 8)
-    assert run_is_complete(5, [msg("eu", 7, 5), msg("eu", 8, 7)], 8)
-    assert not run_is_complete(5, [msg("eu", 7, 6), msg("eu", 8, 7)], 8)  # 6 was removed
-    assert not run_is_complete(5, [msg("eu", 7, 5)], 8)  # mirror behind
-    assert not run_is_complete(5, [msg("eu", 7, None)], 7)
+    assert run_is_complete(5, [], 5, anchored=False)  # nothing after the cursor
+    assert not run_is_complete(5, [], 8, anchored=True)
+    assert run_is_complete(5, [msg("eu", 7, None), msg("eu", 8, None)], 8, anchored=True)
+    assert not run_is_complete(5, [msg("eu", 7, None), msg("eu", 8, None)], 8, anchored=False)
+    assert not run_is_complete(5, [msg("eu", 7, None)], 8, anchored=True)  # copy behind
 
 
 def test_timestamp_parse() -> None:
