@@ -37,16 +37,16 @@ from tests.edge_fixture import EdgeCluster
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def masked_text_frame(payload: bytes) -> bytes:
-    """A client-to-server text frame (clients must mask)."""
+def masked_frame(payload: bytes, first_byte: int = 0x81) -> bytes:
+    """A client-to-server frame, text by default (clients must mask)."""
     mask = secrets.token_bytes(4)
     n = len(payload)
     if n < 126:
-        head = struct.pack("!BB", 0x81, 0x80 | n)
+        head = struct.pack("!BB", first_byte, 0x80 | n)
     elif n < 65536:
-        head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        head = struct.pack("!BBH", first_byte, 0x80 | 126, n)
     else:
-        head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        head = struct.pack("!BBQ", first_byte, 0x80 | 127, n)
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return head + mask + body
 
@@ -99,7 +99,7 @@ class Subscriber(asyncio.Protocol):
             self.upgraded = True
             sub = {"type": "subscribe", "id": 1, "channel": self.channel}
             assert self.transport is not None
-            self.transport.write(masked_text_frame(json.dumps(sub).encode()))
+            self.transport.write(masked_frame(json.dumps(sub).encode()))
         buf = self.buf
         pos = 0
         now = time.perf_counter_ns()
@@ -118,9 +118,13 @@ class Subscriber(asyncio.Protocol):
                 head = 10
             if len(buf) - pos < head + n:
                 break
+            opcode = buf[pos] & 0x0F
             payload = bytes(buf[pos + head : pos + head + n])
             pos += head + n
-            if payload.startswith(b'{"type":"message"'):
+            if opcode == 0x9:  # the edge's keepalive ping: answer, or be cut off
+                assert self.transport is not None
+                self.transport.write(masked_frame(payload, 0x8A))
+            elif payload.startswith(b'{"type":"message"'):
                 at = payload.index(b'"data":[') + 8
                 stop = payload.index(b",", at)
                 seq_at = stop + 1
@@ -273,6 +277,10 @@ async def bench(args: argparse.Namespace) -> None:
                     f"{r['edge_us_per_delivery']:>10.2f}",
                     flush=True,
                 )
+                if r["lost"] or r["acks_missing"]:
+                    print(f"  acks missing: {int(r['acks_missing'])}; edge log tails:")
+                    for p in edges.edges.values():
+                        print(f"  {p.edge.name}: {p.process.log_tail(8)}")
             for s in subs:
                 if s.transport is not None:
                     s.transport.close()
