@@ -11,10 +11,15 @@ from typing import Any
 import pytest
 
 from mesh.cursor import Cursor, encode_cursor
+from mesh.settings import MeshSettings
+from mesh.streams import ensure_streams
+from mesh.subjects import mirror_name
 from mesh.supercluster import Supercluster
+from tests.conftest import NatsClients
 from tests.edge_fixture import EdgeCluster, WsClient, start_edges
 
 RETENTION = 300  # messages per channel per origin, for the expired-cursor test
+SHORT = MeshSettings(max_msgs_per_channel=RETENTION)
 ENV = {
     "EDGEMESH_PUBLISH_RATE_PER_S": "1000000",
     "EDGEMESH_PUBLISH_BURST": "1000000",
@@ -112,7 +117,39 @@ async def test_rewind_sends_the_last_messages_first(edges: EdgeCluster) -> None:
             assert [m["serial"] for m in await sub.messages(2)] == [a["serial"] for a in more]
 
 
-async def test_cursor_older_than_retention_is_not_recovered(edges: EdgeCluster) -> None:
+@pytest.fixture
+async def short_retention(supercluster: Supercluster, edges: EdgeCluster) -> None:
+    """Streams and mirrors keep RETENTION messages per channel.
+
+    Edges that read EDGEMESH_MESH_MAX_MSGS_PER_CHANNEL (ENV) already set it at start-up and
+    this is a no-op; otherwise it applies the same retention now.
+    """
+    clients = NatsClients(supercluster)
+    try:
+        for region in supercluster.topology.names:
+            nc = await clients(region)
+            js = nc.jetstream(timeout=10)
+            await ensure_streams(js, supercluster.topology, region, SHORT)
+    finally:
+        await clients.close()
+
+
+async def mirror_reaches(supercluster: Supercluster, origin: str, region: str, seq: int) -> None:
+    clients = NatsClients(supercluster)
+    try:
+        js = (await clients(region)).jetstream(timeout=5)
+        for _ in range(1200):
+            if (await js.stream_info(mirror_name(origin, region))).state.last_seq >= seq:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the {region} mirror of {origin} did not reach {seq}")
+    finally:
+        await clients.close()
+
+
+async def test_cursor_older_than_retention_is_not_recovered(
+    supercluster: Supercluster, edges: EdgeCluster, short_retention: None
+) -> None:
     ch = "recovery:expired"
     async with WsClient.open(edges.ws_url("eu", edges.token("p"))) as pub:
         async with WsClient.open(edges.ws_url("us", edges.token("s"))) as sub:
@@ -121,6 +158,7 @@ async def test_cursor_older_than_retention_is_not_recovered(edges: EdgeCluster) 
             cursor = (await sub.messages(10))[-1]["cursor"]
         # RETENTION more messages push the ones after the cursor out of the stream.
         acks = await publish_many(pub, ch, "new", RETENTION + 50)
+    await mirror_reaches(supercluster, "eu", "ap", int(acks[-1]["serial"].split(":")[1]))
     async with WsClient.open(edges.ws_url("ap", edges.token("s"))) as again:
         reply = await again.subscribe(ch, **{"from": {"cursor": cursor}})
         assert reply["recovered"] is False
