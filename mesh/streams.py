@@ -6,6 +6,9 @@ of a region converge (an identical create is a no-op; a differing one becomes an
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import nats.errors
 from nats.js.api import (
     DiscardPolicy,
@@ -22,6 +25,8 @@ from mesh.errors import MeshUnavailable
 from mesh.settings import MeshSettings
 from mesh.subjects import live_region_wildcard, mirror_name, stored_wildcard, stream_name
 from mesh.topology import Topology
+
+log = logging.getLogger(__name__)
 
 # The fields ensure_streams owns; anything else an operator set on a stream is kept.
 _OWNED = (
@@ -110,20 +115,46 @@ async def _ensure(js: JetStreamContext, want: StreamConfig) -> None:
         return
 
 
+async def _create_if_missing(js: JetStreamContext, want: StreamConfig) -> None:
+    assert want.name is not None
+    try:
+        await js.stream_info(want.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config=want)
+        except APIError as exc:
+            if exc.err_code != 10058:  # name in use: its own region made it meanwhile
+                raise
+
+
 async def ensure_streams(
     js: JetStreamContext, topology: Topology, region: str, settings: MeshSettings
 ) -> None:
     """Make ``EM_<region>`` and, in `region`, a mirror of every other region's stream.
 
-    Raises MeshUnavailable when JetStream does not answer (or refuses the config).
+    A mirror made before its origin stream exists takes ~40 s to start copying
+    (measured), so another region's stream that does not exist yet is created here too
+    (placed in its own cluster, same config its edges use; never updated from here).
+    That step is best effort: a region that is down must not stop this one starting.
+    Raises MeshUnavailable when JetStream does not set up this region's streams.
     """
-    wanted = [origin_stream_config(topology, region, settings)] + [
-        mirror_stream_config(topology, other, region, settings)
-        for other in topology.names
-        if other != region
-    ]
+    others = [o for o in topology.names if o != region]
     try:
-        for cfg in wanted:
-            await _ensure(js, cfg)
-    except (TimeoutError, nats.errors.Error, APIError) as exc:
-        raise MeshUnavailable(f"JetStream did not set up the streams of {region}: {exc}") from exc
+        await _ensure(js, origin_stream_config(topology, region, settings))
+    except (nats.errors.Error, APIError, TimeoutError) as exc:
+        raise MeshUnavailable(f"JetStream did not set up the stream of {region}: {exc}") from exc
+    for other in others:
+        try:
+            await asyncio.wait_for(
+                _create_if_missing(js, origin_stream_config(topology, other, settings)),
+                settings.request_timeout_s,
+            )
+        except (nats.errors.Error, APIError, TimeoutError) as exc:
+            log.info(
+                "stream of %s not checked from %s (%s); its edges create it", other, region, exc
+            )
+    try:
+        for other in others:
+            await _ensure(js, mirror_stream_config(topology, other, region, settings))
+    except (nats.errors.Error, APIError, TimeoutError) as exc:
+        raise MeshUnavailable(f"JetStream did not set up the mirrors of {region}: {exc}") from exc

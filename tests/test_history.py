@@ -4,6 +4,7 @@ every message exactly once merged across origins, and a retry in another region 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -56,7 +57,9 @@ async def test_frame_and_rest_agree_and_paging_yields_each_message_once(
         acks_eu, acks_us = await asyncio.gather(
             publish_many(pub_eu, ch, "eu", 1000), publish_many(pub_us, ch, "us", 1000)
         )
+    t_mirror = time.monotonic()
     await mirrored(nats_client, "us", "eu", seq_of(acks_us[-1]))
+    print(f"mirror wait {time.monotonic() - t_mirror:.2f} s")
     url = f"{edges.url('eu')}/v1/channels/{quote(ch, safe='')}/messages"
     auth = {"Authorization": f"Bearer {edges.api_key}"}
     seen: list[str] = []

@@ -205,3 +205,28 @@ def test_assigned_ids_are_time_ordered() -> None:
     a = assign_message_id(1000, b"\xff" * 10)
     b = assign_message_id(1001, b"\x00" * 10)
     assert len(a) == 28 and a < b
+
+
+async def test_a_region_starting_first_creates_the_streams_its_mirrors_need(
+    supercluster: Supercluster, streams: None, nats_client: NatsClients
+) -> None:
+    """A mirror made before its origin stream exists waits ~40 s to copy: us, starting
+    first, creates ap's stream (in cluster ap) so its mirror of ap copies at once."""
+    topo = supercluster.topology
+    us = await nats_client("us")
+    js = us.jetstream(timeout=10)
+    for name in (mirror_name("ap", "us"), stream_name("ap")):
+        await js.delete_stream(name)
+    await ensure_streams(js, topo, "us", SETTINGS)
+    info = await js.stream_info(stream_name("ap"))
+    assert info.cluster is not None and info.cluster.name == "ap"
+    assert not _differs(info.config, origin_stream_config(topo, "ap", SETTINGS))
+    ap = await nats_client("ap")
+    pub = Publisher(ap, "ap", SETTINGS)
+    ack = await pub.submit(Publication("early", b"1"))
+    for _ in range(400):  # 20 s: well under the ~40 s of a mirror made too early
+        if (await js.stream_info(mirror_name("ap", "us"))).state.last_seq >= ack.seq:
+            break
+        await asyncio.sleep(0.05)
+    assert (await js.stream_info(mirror_name("ap", "us"))).state.last_seq >= ack.seq
+    await pub.close()
