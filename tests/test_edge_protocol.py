@@ -27,7 +27,7 @@ from tests.edge_fixture import EdgeCluster, WsClient, start_edges
 AP_LIMITS = {
     "EDGEMESH_MAX_CONNECTIONS": "4",
     "EDGEMESH_MAX_CHANNELS_PER_CONNECTION": "3",
-    "EDGEMESH_PUBLISH_RATE_PER_S": "0.5",
+    "EDGEMESH_PUBLISH_RATE_PER_S": "0.1",
     "EDGEMESH_PUBLISH_BURST": "3",
     "EDGEMESH_RATE_STRIKES": "4",
     "EDGEMESH_RATE_STRIKE_WINDOW_S": "60",
@@ -103,7 +103,7 @@ async def test_tokens_are_checked_at_connect(edges: EdgeCluster) -> None:
 
 
 async def test_token_expiry_cuts_a_live_connection(edges: EdgeCluster) -> None:
-    async with WsClient.open(edges.ws_url("eu", edges.token("short", ttl_s=2))) as c:
+    async with WsClient.open(edges.ws_url("eu", edges.token("short", ttl_s=3))) as c:
         close, frames = await closed_with(c)
     assert close == 4001
     assert frames[-1]["type"] == "disconnect" and frames[-1]["reason"] == "token_expired"
@@ -218,8 +218,8 @@ async def test_limit_boundaries_on_ap(edges: EdgeCluster) -> None:
         assert frames[0]["reconnect"] is True and frames[0]["fallback_regions"] == ["eu", "us"]
         assert (await c1.request({"type": "ping"}))["type"] == "pong"
     await wait_connections(edges, "ap", 0)
-    # publish rate: a burst of 3 (the first publish above was spent), then 42900, then
-    # after 4 refusals within the strike window, close 4008
+    # publish rate (per connection): a burst of 3, then 42900 (a token refills only every
+    # 10 s), then after 4 refusals within the strike window, close 4008
     async with WsClient.open(url) as c:
         replies = [
             await c.request({"type": "publish", "channel": "c1", "data": i}) for i in range(7)
