@@ -63,7 +63,7 @@ class Ack:
     timestamp_ms: int  # this edge's clock when the PubAck arrived
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
     subject: str
     data: bytes
@@ -91,7 +91,7 @@ class Publisher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self.in_flight = 0
+        self._pending: set[_Pending] = set()
 
     def submit(self, pub: Publication) -> asyncio.Future[Ack]:
         """Queue `pub`; the future gives its Ack or fails with MeshUnavailable.
@@ -119,7 +119,7 @@ class Publisher:
         p = _Pending(stored_subject(self.region, token), pub.data, headers, mid, fut)
         p.timer = loop.call_later(self.settings.publish_timeout_s, self._expire, p)
         fut.add_done_callback(functools.partial(self._done, p))
-        self.in_flight += 1
+        self._pending.add(p)
         self._queue.append(p)
         if self._writer is None or self._writer.done():
             self._wake = asyncio.Event()
@@ -138,7 +138,7 @@ class Publisher:
             )
 
     def _done(self, p: _Pending, _fut: object = None) -> None:
-        self.in_flight -= 1
+        self._pending.discard(p)
         if p.timer is not None:
             p.timer.cancel()
         if p.token:
@@ -202,6 +202,19 @@ class Publisher:
             p = self._queue.popleft()
             if not p.future.done():
                 p.future.set_exception(MeshUnavailable(reason))
+
+    @property
+    def in_flight(self) -> int:
+        """Publications submitted and not yet answered."""
+        return len(self._pending)
+
+    def connection_lost(self) -> None:
+        """Fail every unanswered publication now (call from nats-py's disconnected
+        callback): its PubAck, if any, is lost with the connection. The message may have
+        been stored; a retry with the same message_id is acknowledged as a duplicate."""
+        for p in list(self._pending):
+            if not p.future.done():
+                p.future.set_exception(MeshUnavailable("connection to NATS lost"))
 
     async def close(self) -> None:
         """Fail what is still queued and stop the writer."""

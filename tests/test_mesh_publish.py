@@ -161,6 +161,15 @@ async def test_unavailable_is_reported_never_a_hang(
     with pytest.raises(MeshUnavailable, match="acknowledge"):
         await asyncio.wait_for(quiet.submit(Publication("c", b"1")), 5)
     assert time.monotonic() - t0 >= 0.3
+    # Connection lost with publishes in flight: the edge's disconnected callback fails
+    # them at once instead of waiting for the timeout.
+    stuck = quiet.submit(Publication("c", b"2"))
+    await asyncio.sleep(0)  # let the writer send it
+    assert quiet.in_flight == 1
+    quiet.connection_lost()
+    with pytest.raises(MeshUnavailable, match="lost"):
+        await asyncio.wait_for(stuck, 1)
+    assert quiet.in_flight == 0
     # Disconnected: refused at once, not queued.
     closed = await nats_client("eu")
     await closed.close()
