@@ -9,6 +9,7 @@ time, in order; publishes are pipelined (submitted in order, acked as they resol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -68,7 +69,11 @@ class ClientSession:
     # -- the hub's sink (hot path) ---------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
-        """Write one pre-encoded frame; cut the connection if its send buffer is full."""
+        """Write one pre-encoded frame; cut the connection if its send buffer is full.
+
+        Replies go this way too: a client that sends requests without reading the
+        answers is cut off like any slow consumer.
+        """
         t = self._transport
         if self.closing or t.is_closing():
             return
@@ -82,7 +87,7 @@ class ClientSession:
     def start(self) -> None:
         """Send `connected` and arm the token's expiry."""
         node = self.node
-        self.socket.write(
+        self.send_frame(
             replies.connected(
                 self.connection_id,
                 self.principal.client_id,
@@ -98,7 +103,7 @@ class ClientSession:
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
 
     def _expired(self) -> None:
-        self.cut("token_expired", CloseCode.UNAUTHORIZED, reconnect=True)
+        self.cut("token_expired", CloseCode.UNAUTHORIZED)
 
     def cut(
         self,
@@ -176,7 +181,7 @@ class ClientSession:
             elif isinstance(frame, History):
                 await self._history(frame)
             elif isinstance(frame, Ping):
-                self.socket.write(replies.pong(frame.id))
+                self.send_frame(replies.pong(frame.id))
         except EdgeError as exc:
             self._reply_error(frame.id, exc)
         except MeshError as exc:
@@ -231,7 +236,7 @@ class ClientSession:
             if exc is None:
                 a = f.result()
                 node.metrics.acks.inc("true" if a.duplicate else "false")
-                self.socket.write(replies.ack(rid, a.serial, a.message_id, a.duplicate))
+                self.send_frame(replies.ack(rid, a.serial, a.message_id, a.duplicate))
             else:
                 self._reply_nack(rid, node.publish_error(exc))
 
@@ -254,15 +259,19 @@ class ClientSession:
         def on_subscribed(s: Subscribed) -> None:
             if self.closing:
                 return
-            self.socket.write(replies.subscribed(rid, frame.channel, s.cursor, s.recovered))
+            self.send_frame(replies.subscribed(rid, frame.channel, s.cursor, s.recovered))
             for f in s.replay_frames:
                 self.send_frame(f)
 
         try:
             await hub.subscribe(frame.channel, self, frame.start, on_subscribed)
         except BaseException:
-            if new:
-                self.channels.discard(frame.channel)
+            # A failed subscribe leaves the channel unsubscribed, also when it replaced
+            # an earlier subscription of this connection.
+            self.channels.discard(frame.channel)
+            if not new:
+                with contextlib.suppress(Exception):
+                    await hub.unsubscribe(frame.channel, self)
             raise
         if self.closing:  # the connection ended while the hub was subscribing
             node.hub_drop(self)
@@ -271,20 +280,20 @@ class ClientSession:
         if frame.channel in self.channels:
             self.channels.discard(frame.channel)
             await self.node.require_hub().unsubscribe(frame.channel, self)
-        self.socket.write(replies.unsubscribed(frame.id, frame.channel))
+        self.send_frame(replies.unsubscribed(frame.id, frame.channel))
 
     async def _history(self, frame: History) -> None:
         self._allow(Operation.HISTORY, frame.channel)
         page = await self.node.history_page(frame.channel, frame.limit, frame.after)
         entries = ((e.message, e.cursor) for e in page.entries)
-        self.socket.write(replies.history_page(frame.id, frame.channel, entries, page.cursor))
+        self.send_frame(replies.history_page(frame.id, frame.channel, entries, page.cursor))
 
     # -- replies -------------------------------------------------------------------
 
     def _reply_error(self, rid: RequestId, err: EdgeError) -> None:
         self.node.metrics.errors.inc(str(int(err.code)))
-        self.socket.write(replies.error(rid, err))
+        self.send_frame(replies.error(rid, err))
 
     def _reply_nack(self, rid: RequestId, err: EdgeError) -> None:
         self.node.metrics.nacks.inc(str(int(err.code)))
-        self.socket.write(replies.nack(rid, err))
+        self.send_frame(replies.nack(rid, err))
