@@ -239,3 +239,27 @@ async def test_a_region_starting_first_creates_the_streams_its_mirrors_need(
         await asyncio.sleep(0.05)
     assert (await js.stream_info(mirror_name("ap", "us"))).state.last_seq >= ack.seq
     await pub.close()
+
+
+async def test_republished_copies_chain_the_channel_sequences(
+    streams: None, nats_client: NatsClients
+) -> None:
+    """The fact gap detection rests on: a live copy's Nats-Last-Sequence is the previous
+    stored seq of the SAME channel (0 for its first), skipping other channels."""
+    eu = await nats_client("eu")
+    live: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_live(msg: Msg) -> None:
+        live.put_nowait(msg)
+
+    await eu.subscribe(live_wildcard(channel_token("chain")), cb=on_live)
+    await eu.flush()
+    pub = Publisher(eu, "eu", SETTINGS)
+    a = await pub.submit(Publication("chain", b"1"))
+    await pub.submit(Publication("not-chain", b"2"))
+    b = await pub.submit(Publication("chain", b"3"))
+    first = decode_stored((await asyncio.wait_for(live.get(), 10)).headers, b"1")
+    second = decode_stored((await asyncio.wait_for(live.get(), 10)).headers, b"3")
+    assert (first.seq, first.last_seq) == (a.seq, 0)
+    assert (second.seq, second.last_seq) == (b.seq, a.seq) and b.seq == a.seq + 2
+    await pub.close()
