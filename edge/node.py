@@ -160,6 +160,9 @@ class EdgeNode:
     async def _on_disconnected(self) -> None:
         self._js_probe = None
         log.warning("NATS disconnected")
+        if self.mesh is not None:
+            # Publishes waiting for a PubAck get their nack now, not after the timeout.
+            self.mesh.publisher.connection_lost()
 
     async def _on_nats_error(self, exc: Exception) -> None:
         if self.mesh is not None:
@@ -207,6 +210,8 @@ class EdgeNode:
             return
         with contextlib.suppress(Exception):
             await mesh.mirrors.stop()
+        with contextlib.suppress(Exception):
+            await mesh.publisher.close()
         with contextlib.suppress(Exception):
             await mesh.hub.close()
         with contextlib.suppress(Exception):
@@ -369,6 +374,7 @@ class EdgeNode:
             ("duplicates_dropped", "Messages not delivered again.", c.duplicates_dropped),
             ("nats_slow_consumer", "nats-py slow-consumer drops seen.", c.slow_consumer_drops),
             ("resyncs", "Channel resyncs after NATS reconnects.", c.resyncs),
+            ("sweeps", "Checks for messages missed around a new subscription.", c.sweeps),
         )
         for name, help_text, value in hub_counters:
             out.append(Sample(f"edgemesh_{name}_total", help_text, value, counter=True))

@@ -33,7 +33,15 @@ class EdgeSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
-        """Defaults with ``EDGEMESH_<LIMIT>`` overrides (see :class:`Limits`)."""
+        """Defaults with ``EDGEMESH_<LIMIT>`` overrides (see :class:`Limits`) and
+        ``EDGEMESH_MESH_<FIELD>`` ones (see :class:`MeshSettings`). Raises ValueError."""
         env = os.environ if env is None else env
-        heartbeat = float(env.get("EDGEMESH_HEARTBEAT_INTERVAL_S", "15"))
-        return cls(limits=Limits.from_env(env), heartbeat_interval_s=heartbeat)
+        try:
+            heartbeat = float(env.get("EDGEMESH_HEARTBEAT_INTERVAL_S", "15"))
+        except ValueError:
+            raise ValueError("EDGEMESH_HEARTBEAT_INTERVAL_S: not a number") from None
+        return cls(
+            limits=Limits.from_env(env),
+            mesh=MeshSettings.from_env(env),
+            heartbeat_interval_s=heartbeat,
+        )

@@ -175,3 +175,19 @@ def test_metrics_render_prometheus_text() -> None:
     assert 'edgemesh_publish_ack_seconds_bucket{le="+Inf"} 2' in text
     assert "edgemesh_publish_ack_seconds_count 2" in text
     assert "# TYPE edgemesh_connections gauge\nedgemesh_connections 3" in text
+
+
+def test_edge_settings_from_env_reads_limits_and_mesh_settings() -> None:
+    from edge.settings import EdgeSettings
+
+    s = EdgeSettings.from_env(
+        {
+            "EDGEMESH_MAX_CONNECTIONS": "3",
+            "EDGEMESH_MESH_MAX_MSGS_PER_CHANNEL": "500",
+            "EDGEMESH_HEARTBEAT_INTERVAL_S": "5",
+        }
+    )
+    assert (s.limits.max_connections, s.mesh.max_msgs_per_channel) == (3, 500)
+    assert s.heartbeat_interval_s == 5
+    with pytest.raises(ValueError, match="EDGEMESH_HEARTBEAT_INTERVAL_S"):
+        EdgeSettings.from_env({"EDGEMESH_HEARTBEAT_INTERVAL_S": "soon"})
