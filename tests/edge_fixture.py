@@ -1,23 +1,14 @@
 """Real edge nodes for a supercluster, and a small WebSocket client, for tests.
 
-Usage in a test module: a module-scoped fixture over the module's supercluster::
+Usage in a test module (module-scoped, over the module's ``supercluster``)::
 
-    from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+    from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 
-    @pytest.fixture(scope="module")
-    def edges(supercluster, tmp_path_factory):
-        cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"))
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
+    edges = edges_fixture(env={"EDGEMESH_MAX_CONNECTIONS": "10"})  # or edges_fixture()
 
     async def test_x(edges: EdgeCluster) -> None:
         async with WsClient.open(edges.ws_url("eu", edges.token("alice"))) as c:
             assert (await c.request({"type": "ping"}))["type"] == "pong"
-
-(or ``pytest_plugins = ["tests.edge_fixture"]`` for the ready-made `edges` fixture, with
-the names imported under ``TYPE_CHECKING`` only, so pytest can rewrite its asserts).
 
 Each edge is ``python -m mesh.cli edge ...`` (the same command `edgemesh dev` runs),
 bound to the topology's free port, stopped by its pid at teardown. Per-region
@@ -179,16 +170,27 @@ def start_edges(
     return cluster
 
 
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    """One edge per region of the module's supercluster, default limits, ready."""
-    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+def edges_fixture(
+    env: Mapping[str, str] | None = None,
+    region_env: Mapping[str, Mapping[str, str]] | None = None,
+) -> Any:
+    """A module-scoped `edges` fixture over the module's `supercluster`: in a test module,
+    ``edges = edges_fixture(env={...})``."""
+
+    @pytest.fixture(scope="module")
+    def edges(
+        supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[EdgeCluster]:
+        cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"), env, region_env)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+    return edges
+
+
+edges = edges_fixture()  # one edge per region, default limits (for `pytest_plugins`)
 
 
 class WsClient:

@@ -6,15 +6,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from mesh.supercluster import Supercluster
-from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 
 ENV = {
     "EDGEMESH_PUBLISH_RATE_PER_S": "1000000",
@@ -24,19 +22,14 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"), env=ENV)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+edges = edges_fixture(env=ENV)
 
 
-async def publish_all(pub: WsClient, channel: str, payloads: list[Any]) -> list[dict[str, Any]]:
-    """Pipelined publishes (no waiting for acks); returns the acks in request order."""
+async def publish_all(
+    pub: WsClient, channel: str, payloads: list[Any], per_s: float | None = None
+) -> list[dict[str, Any]]:
+    """Pipelined publishes (no waiting for acks), at most `per_s` a second when given;
+    returns the acks in request order."""
     acks: dict[int, dict[str, Any]] = {}
     n = len(payloads)
 
@@ -47,7 +40,10 @@ async def publish_all(pub: WsClient, channel: str, payloads: list[Any]) -> list[
                 acks[doc["id"]] = doc
 
     reader = asyncio.create_task(read_acks())
+    start = time.monotonic()
     for i, data in enumerate(payloads):
+        if per_s is not None:  # pacing: the publisher's rate, not a wait for anything
+            await asyncio.sleep(max(0.0, start + i / per_s - time.monotonic()))
         await pub.send({"type": "publish", "id": i, "channel": channel, "data": data})
     await asyncio.wait_for(reader, 120)
     return [acks[i] for i in range(n)]
@@ -112,7 +108,9 @@ async def test_stalled_subscriber_is_cut_while_100_others_get_everything(
                 await c.subscribe("fan")
             receivers = [asyncio.create_task(c.messages(n, within=240)) for c in others]
             async with WsClient.open(edges.ws_url("eu", edges.token("fan-pub"))) as pub:
-                acks = await publish_all(pub, "fan", [[i, blob] for i in range(n)])
+                # At 60/s (~1 MB/s per reader) the 100 readers of this one test process
+                # keep up; the stalled one falls behind by everything.
+                acks = await publish_all(pub, "fan", [[i, blob] for i in range(n)], per_s=60)
             assert all(a["type"] == "ack" for a in acks)
             for task in receivers:
                 got = await task

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from mesh.supercluster import Supercluster
-from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 
-
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+edges = edges_fixture()
 
 
 async def publish(pub: WsClient, channel: str, values: list[Any]) -> list[dict[str, Any]]:

@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
-from mesh.supercluster import Supercluster
-from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 
 AP_LIMITS = {
     "EDGEMESH_MAX_CONNECTIONS": "4",
@@ -37,19 +34,7 @@ AP_LIMITS = {
 US_LIMITS = {"EDGEMESH_MAX_MESSAGE_BYTES": "1500000", "EDGEMESH_MAX_FRAME_BYTES": "1600000"}
 
 
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    cluster = start_edges(
-        supercluster,
-        tmp_path_factory.mktemp("edges"),
-        region_env={"ap": AP_LIMITS, "us": US_LIMITS},
-    )
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+edges = edges_fixture(region_env={"ap": AP_LIMITS, "us": US_LIMITS})
 
 
 async def closed_with(client: WsClient) -> tuple[int | None, list[dict[str, Any]]]:

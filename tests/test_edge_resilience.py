@@ -7,30 +7,20 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from websockets.exceptions import ConnectionClosed
 
 from mesh.control import REGION_STATES, RegionState, RegionStates
 from mesh.supercluster import Supercluster
 from tests.conftest import NatsClients
-from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 
 ENV = {"EDGEMESH_PUBLISH_RATE_PER_S": "100000", "EDGEMESH_PUBLISH_BURST": "100000"}
 
 
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"), env=ENV)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+edges = edges_fixture(env=ENV)
 
 
 async def until_closed(c: WsClient) -> tuple[int | None, list[dict[str, Any]]]:
