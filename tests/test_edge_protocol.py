@@ -167,6 +167,12 @@ async def test_channel_names_are_isolated(edges: EdgeCluster) -> None:
         assert last["channel"] == "sentinel"
 
 
+def padded(frame: dict[str, Any], size: int) -> str:
+    """`frame` as JSON text of exactly `size` bytes (an ignored field takes the slack)."""
+    text = json.dumps({**frame, "pad": ""})
+    return text[:-2] + "x" * (size - len(text)) + text[-2:]
+
+
 async def wait_connections(edges: EdgeCluster, region: str, n: int) -> None:
     deadline = time.monotonic() + 20
     while edges.metrics(region).get("edgemesh_connections") != n:
@@ -189,6 +195,15 @@ async def test_limit_boundaries_on_ap(edges: EdgeCluster) -> None:
         assert reply["type"] == "ack", reply
         reply = await c.request({"type": "publish", "channel": "c1", "data": "x" * 99})
         assert reply["type"] == "nack" and reply["error"]["code"] == 41300
+        # frame size: a frame of exactly 1000 bytes is read, one of 1001 closes with 4009
+        await c.send(padded({"type": "ping", "id": "big"}, 1000))
+        reply = await c.recv()
+        while reply["type"] == "message":  # the ack'ed publish above, delivered to us
+            reply = await c.recv()
+        assert reply == {"type": "pong", "id": "big"}
+        await c.send(padded({"type": "ping", "id": "bigger"}, 1001))
+        close, frames = await closed_with(c)
+        assert close == 4009 and frames[-1]["error"]["code"] == 41300
     # connections per edge: 4 fine, the 5th refused with a disconnect and 4503
     async with (
         WsClient.open(url) as c1,
