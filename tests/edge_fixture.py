@@ -211,6 +211,9 @@ class WsClient:
         options.setdefault("max_size", None)
         options.setdefault("compression", None)
         options.setdefault("open_timeout", 20)
+        # A client that left replies unread has paused reading, so it cannot see the
+        # server's answer to its close frame: don't wait the library's 10 s for it.
+        options.setdefault("close_timeout", 1)
         async with connect(url, **options) as ws:
             client = cls(ws)
             if expect_connected:
