@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from types import FrameType
 
 import uvicorn
@@ -41,6 +42,20 @@ class EdgeServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn logs WebSocket request lines with their query string: hide tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1...", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
 def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvicorn.Config:
     settings = node.settings
     return uvicorn.Config(
@@ -63,4 +78,6 @@ def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvic
 
 def serve(node: EdgeNode, host: str, port: int, log_level: str = "warning") -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    EdgeServer(uvicorn_config(node, host, port, log_level), node).run()
+    config = uvicorn_config(node, host, port, log_level)  # this configures uvicorn's loggers
+    logging.getLogger("uvicorn.error").addFilter(RedactTokens())
+    EdgeServer(config, node).run()
