@@ -191,3 +191,17 @@ def test_edge_settings_from_env_reads_limits_and_mesh_settings() -> None:
     assert s.heartbeat_interval_s == 5
     with pytest.raises(ValueError, match="EDGEMESH_HEARTBEAT_INTERVAL_S"):
         EdgeSettings.from_env({"EDGEMESH_HEARTBEAT_INTERVAL_S": "soon"})
+
+
+def test_tokens_are_redacted_from_request_log_lines() -> None:
+    import logging
+
+    from edge.server import RedactTokens
+
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s"', (
+            "127.0.0.1:1", "/v1/connect?a=1&token=eyJ.abc.def&b=2",
+        ), None,
+    )  # fmt: skip
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == '127.0.0.1:1 - "WebSocket /v1/connect?a=1&token=...&b=2"'
