@@ -1,0 +1,305 @@
+"""Fan-out benchmark: 1 publisher, N subscribers on two regions' edges, fixed publish rates.
+
+    python bench/fanout.py [--subscribers 1000] [--rates 5,20,50] [--duration 10] [--size 100]
+
+Starts a local supercluster (regions eu and us, one nats-server each) and one real edge
+per region (``edgemesh edge`` processes), connects the subscribers (half to each edge)
+as lightweight raw WebSocket clients, publishes `size`-byte messages from one client in
+eu at each rate, and prints per rate: deliveries/s, end-to-end latency p50/p99/max,
+lost deliveries, and server CPU (user+sys of the edge and nats-server processes)
+per delivery. Everything it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import struct
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mesh.process import FreePorts
+from mesh.secrets import generate_secrets
+from mesh.supercluster import Supercluster
+from mesh.topology import DEV_REGIONS, local_topology
+from tests.edge_fixture import EdgeCluster
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def masked_frame(payload: bytes, first_byte: int = 0x81) -> bytes:
+    """A client-to-server frame, text by default (clients must mask)."""
+    mask = secrets.token_bytes(4)
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", first_byte, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", first_byte, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", first_byte, 0x80 | 127, n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+@dataclass
+class Stats:
+    latencies_ms: list[float] = field(default_factory=list)
+    delivered: int = 0
+
+
+class Subscriber(asyncio.Protocol):
+    """Handshake, subscribe, then count `message` frames and time them. No library."""
+
+    def __init__(self, host: str, port: int, token: str, channel: str, stats: Stats) -> None:
+        self.request = (
+            f"GET /v1/connect?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.channel = channel
+        self.stats = stats
+        self.buf = bytearray()
+        self.upgraded = False
+        self.subscribed = asyncio.get_running_loop().create_future()
+        self.seen: set[int] = set()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.upgraded:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in self.buf[:end]:
+                err = RuntimeError(f"handshake refused: {bytes(self.buf[:end])!r}")
+                self.subscribed.set_exception(err)
+                assert self.transport is not None
+                self.transport.close()
+                return
+            del self.buf[: end + 4]
+            self.upgraded = True
+            sub = {"type": "subscribe", "id": 1, "channel": self.channel}
+            assert self.transport is not None
+            self.transport.write(masked_frame(json.dumps(sub).encode()))
+        buf = self.buf
+        pos = 0
+        now = time.perf_counter_ns()
+        while len(buf) - pos >= 2:
+            n = buf[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if len(buf) - pos < head + n:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = bytes(buf[pos + head : pos + head + n])
+            pos += head + n
+            if opcode == 0x9:  # the edge's keepalive ping: answer, or be cut off
+                assert self.transport is not None
+                self.transport.write(masked_frame(payload, 0x8A))
+            elif payload.startswith(b'{"type":"message"'):
+                at = payload.index(b'"data":[') + 8
+                stop = payload.index(b",", at)
+                seq_at = stop + 1
+                seq_stop = payload.index(b",", seq_at)
+                self.stats.latencies_ms.append((now - int(payload[at:stop])) / 1e6)
+                self.seen.add(int(payload[seq_at:seq_stop]))
+                self.stats.delivered += 1
+            elif payload.startswith(b'{"type":"subscribed"') and not self.subscribed.done():
+                self.subscribed.set_result(None)
+        del buf[:pos]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def idle_us(result: dict[str, float], idle_per_s: float) -> float:
+    """The idle CPU of the measured window, per delivery, in microseconds."""
+    return idle_per_s * result["elapsed_s"] / max(1.0, result["delivered"]) * 1e6
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
+
+
+async def run_rate(
+    edges: EdgeCluster,
+    subs: list[Subscriber],
+    stats: Stats,
+    rate: int,
+    duration: float,
+    size: int,
+    pids: list[int],
+) -> dict[str, float]:
+    from websockets.asyncio.client import connect
+
+    channel = subs[0].channel
+    n = int(rate * duration)
+    pad = "p" * max(0, size - 40)
+    stats.latencies_ms.clear()
+    stats.delivered = 0
+    for s in subs:
+        s.seen.clear()
+    acks = 0
+    url = edges.ws_url("eu", edges.token("bench-pub"))
+    async with connect(url, compression=None) as pub:
+        await pub.recv()
+
+        async def read_acks() -> None:
+            nonlocal acks
+            async for raw in pub:
+                if b'"type":"ack"' in (raw if isinstance(raw, bytes) else raw.encode()):
+                    acks += 1
+
+        reader = asyncio.create_task(read_acks())
+        cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+        edge_cpu0 = cpu_seconds(pids[:2])
+        start = time.perf_counter()
+        for k in range(n):
+            target = start + k / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # data = [send time ns, seq, padding]: about `size` bytes of JSON
+            frame = (
+                f'{{"type":"publish","channel":"{channel}","data":'
+                f'[{time.perf_counter_ns()},{k},"{pad}"]}}'
+            )
+            await pub.send(frame)
+        expected = n * len(subs)
+        deadline = time.perf_counter() + 10
+        # Counters are fed by protocol callbacks: poll them (off the measured path).
+        while (stats.delivered < expected or acks < n) and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(pids) - cpu0
+        edge_cpu = cpu_seconds(pids[:2]) - edge_cpu0
+        reader.cancel()
+    lost = sum(n - len(s.seen) for s in subs)
+    lat = sorted(stats.latencies_ms)
+    return {
+        "rate": rate,
+        "deliveries_per_s": stats.delivered / max(1e-9, duration),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "max_ms": lat[-1] if lat else float("nan"),
+        "lost": lost,
+        "acks_missing": n - acks,
+        "cpu_us_per_delivery": cpu / max(1, stats.delivered) * 1e6,
+        "delivered": stats.delivered,
+        "edge_us_per_delivery": edge_cpu / max(1, stats.delivered) * 1e6,
+        "elapsed_s": elapsed,
+    }
+
+
+async def bench(args: argparse.Namespace) -> None:
+    import uvloop  # noqa: F401  (the client side runs on uvloop too, see main)
+
+    regions = tuple(r for r in DEV_REGIONS if r[0] in ("eu", "us"))
+    with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
+        topology = local_topology(FreePorts(), 1, 1, regions)
+        sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
+        sc.start(60)
+        edges = EdgeCluster(sc, Path(tmp) / "edges", env={"EDGEMESH_LOG_LEVEL": "warning"})
+        try:
+            edges.start()
+            pids = [p.process.pid for p in edges.edges.values()]  # edges first
+            pids += [h.process.pid for h in sc.servers.values()]
+            stats = Stats()
+            loop = asyncio.get_running_loop()
+            subs: list[Subscriber] = []
+            for i in range(args.subscribers):
+                edge = edges.edge("eu" if i % 2 == 0 else "us").edge
+                token = edges.token(f"s{i}")
+                _, proto = await loop.create_connection(
+                    lambda e=edge, t=token: Subscriber(e.host, e.port, t, "fanout", stats),  # type: ignore[misc]
+                    edge.host,
+                    edge.port,
+                )
+                subs.append(proto)
+            await asyncio.wait_for(asyncio.gather(*(s.subscribed for s in subs)), 120)
+            print(
+                f"fan-out: {args.subscribers} subscribers (half on eu, half on us), "
+                f"1 publisher in eu, {args.size}-byte messages, {args.duration:.0f} s per rate"
+            )
+            head = (
+                f"{'msg/s':>6} {'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+                f"{'lost':>5} {'CPU us/deliv':>12} {'minus idle':>10} {'edges only':>10}"
+            )
+            print(head)
+            cpu0 = cpu_seconds(pids)
+            await asyncio.sleep(args.duration)
+            idle_per_s = (cpu_seconds(pids) - cpu0) / args.duration
+            print(
+                f"idle server CPU with the subscribers connected: {idle_per_s * 100:.1f}% of a core"
+            )
+            for rate in args.rates:
+                r = await run_rate(edges, subs, stats, rate, args.duration, args.size, pids)
+                print(
+                    f"{rate:>6} {r['deliveries_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
+                    f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {int(r['lost']):>5} "
+                    f"{r['cpu_us_per_delivery']:>12.2f} "
+                    f"{r['cpu_us_per_delivery'] - idle_us(r, idle_per_s):>10.2f} "
+                    f"{r['edge_us_per_delivery']:>10.2f}",
+                    flush=True,
+                )
+                if r["lost"] or r["acks_missing"]:
+                    print(f"  acks missing: {int(r['acks_missing'])}; edge log tails:")
+                    for p in edges.edges.values():
+                        print(f"  {p.edge.name}: {p.process.log_tail(8)}")
+            for s in subs:
+                if s.transport is not None:
+                    s.transport.close()
+        finally:
+            edges.stop()
+            sc.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subscribers", type=int, default=1000)
+    p.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[5, 20, 50])
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--size", type=int, default=100)
+    args = p.parse_args()
+    import uvloop
+
+    uvloop.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Running one edge node under uvicorn, with a graceful drain on SIGTERM/SIGINT.
+
+uvicorn's own shutdown closes WebSockets with 1012 before the app hears of it;
+the edge first tells every client where to go (`disconnect` with fallback regions),
+waits for pending acks and for clients to leave, and only then lets uvicorn stop.
+A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from types import FrameType
+
+import uvicorn
+
+from edge.app import create_app
+from edge.node import EdgeNode
+from edge.wsprotocol import EdgeWebSocketProtocol
+
+
+class EdgeServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, node: EdgeNode) -> None:
+        super().__init__(config)
+        self.node = node
+        self._drain_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_requested:
+            self.should_exit = True
+            self.force_exit = True
+            return
+        self._drain_requested = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_requested and self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.node.drain())
+        if self._drain_task is not None and self._drain_task.done():
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn logs WebSocket request lines with their query string: hide tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1...", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvicorn.Config:
+    settings = node.settings
+    return uvicorn.Config(
+        create_app(node),
+        host=host,
+        port=port,
+        ws=EdgeWebSocketProtocol,
+        ws_max_size=settings.limits.max_frame_bytes,
+        # Frames are encoded once for every subscriber: no per-connection compression.
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.heartbeat_interval_s,
+        ws_ping_timeout=settings.heartbeat_interval_s,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain.timeout_s),
+        backlog=4096,
+    )
+
+
+def serve(node: EdgeNode, host: str, port: int, log_level: str = "warning") -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    config = uvicorn_config(node, host, port, log_level)  # this configures uvicorn's loggers
+    logging.getLogger("uvicorn.error").addFilter(RedactTokens())
+    EdgeServer(config, node).run()

@@ -1,0 +1,107 @@
+"""uvicorn's sans-I/O WebSocket protocol with a fast path for pre-framed writes.
+
+The edge encodes each delivered frame once (see :mod:`edge.replies`) and writes the
+same bytes to every subscriber's transport. This subclass of uvicorn's
+websockets-sansio protocol hands itself to the app through the ASGI scope's
+``extensions`` (key :data:`SOCKET_EXTENSION`) as a :class:`RawSocket`. It guards the
+traps of writing beside the library: nothing is written before the 101 response is
+out, nor after a close frame; closing never waits on a peer that stopped reading.
+A client frame over the size limit gets an `error` 41300 and close 4009 instead of
+the library's 1009.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState, PayloadTooBig
+from websockets.http11 import Request
+
+from edge import replies
+from edge.errors import CloseCode, EdgeError, ErrorCode
+from edge.wsframe import close_frame
+
+SOCKET_EXTENSION = "edgemesh.socket"
+
+
+class RawSocket(Protocol):
+    """What the app may do with a connection's transport, besides ASGI.
+
+    The hot path may write to ``transport`` itself, provided it writes nothing once it
+    has called :meth:`close_now` and nothing while ``transport.is_closing()`` (every
+    close the protocol starts on its own closes the transport at once).
+    """
+
+    transport: asyncio.Transport
+
+    def can_write(self) -> bool: ...
+
+    def write(self, frame: bytes) -> None: ...
+
+    def close_now(self, code: int, reason: str, grace_s: float, before: bytes = b"") -> None: ...
+
+
+class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # None when the handshake was refused
+            scope["extensions"][SOCKET_EXTENSION] = self
+
+    def data_received(self, data: bytes) -> None:
+        # Frames that arrived before a parse failure are still handed to the app.
+        self.conn.receive_data(data)
+        self.handle_events()
+        if self.conn.parser_exc is not None:
+            self.handle_parser_exception()
+
+    def handle_parser_exception(self) -> None:
+        exc = self.conn.parser_exc
+        if not isinstance(exc, PayloadTooBig) or self.close_sent:
+            super().handle_parser_exception()
+            return
+        self.conn.data_to_send()  # drop the library's 1009 close: ours is 4009
+        too_big = EdgeError(ErrorCode.TOO_LARGE, f"frame over {self.config.ws_max_size} bytes")
+        self.transport.write(
+            replies.error(None, too_big) + close_frame(CloseCode.FRAME_TOO_LARGE, "frame too large")
+        )
+        self.close_sent = True
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": CloseCode.FRAME_TOO_LARGE, "reason": ""}
+        )
+        self.transport.close()
+
+    # -- RawSocket -------------------------------------------------------------
+
+    def can_write(self) -> bool:
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and self.initial_response is None
+            and not self.transport.is_closing()
+        )
+
+    def write(self, frame: bytes) -> None:
+        if self.can_write():
+            self.transport.write(frame)
+
+    def close_now(self, code: int, reason: str, grace_s: float, before: bytes = b"") -> None:
+        """Write `before` and a close frame, then close; abort if not done in `grace_s`.
+
+        Never blocks: a peer that stopped reading cannot hold the connection open.
+        """
+        if not self.can_write():
+            return
+        try:
+            self.conn.send_close(code, reason)
+        except InvalidState:
+            return
+        self.transport.write(before + b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(grace_s, self.transport.abort)

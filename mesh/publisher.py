@@ -1,0 +1,225 @@
+"""Durable, pipelined, idempotent publishing of channel messages to the region's stream.
+
+:meth:`Publisher.submit` is a plain call that queues the publication and returns a
+future: one writer task sends queued publications to NATS in submission order, so a
+connection's publishes are stored in the order it made them without waiting for each
+ack. Every future resolves: to an :class:`Ack` (JetStream's PubAck: the message is
+durable), or to :class:`MeshUnavailable` at once when NATS is disconnected, or when no
+PubAck came within ``publish_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from mesh.channels import channel_token
+from mesh.errors import MeshUnavailable
+from mesh.message import H_CLIENT, H_DEDUP, H_ID, H_NAME, dedup_key, header_value
+from mesh.replies import ReplyMux
+from mesh.settings import MeshSettings
+from mesh.subjects import stored_subject
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+
+
+def assign_message_id(now_ms: int, entropy: bytes) -> str:
+    """``m-`` + 26 chars, time-ordered (ULID layout): ids the edge gives unnamed messages."""
+    n = (now_ms << 80) | int.from_bytes(entropy[:10], "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[n & 31])
+        n >>= 5
+    return "m-" + "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    channel: str
+    data: bytes  # the JSON text of `data`
+    name: str | None = None
+    message_id: str | None = None
+    client_id: str | None = None
+    scope: str = ""  # the API key id the publisher's token was minted with
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    serial: str
+    seq: int
+    message_id: str
+    duplicate: bool
+    timestamp_ms: int  # this edge's clock when the PubAck arrived
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    message_id: str
+    future: asyncio.Future[Ack]
+    timer: asyncio.TimerHandle | None = None
+    token: str = ""
+
+
+class Publisher:
+    def __init__(
+        self,
+        nc: Client,
+        region: str,
+        settings: MeshSettings,
+        clock: Callable[[], float] = time.time,
+        mux: ReplyMux | None = None,
+    ) -> None:
+        self.nc = nc
+        self.region = region
+        self.settings = settings
+        self.clock = clock
+        self.mux = mux or ReplyMux(nc)
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._pending: set[_Pending] = set()
+
+    def submit(self, pub: Publication) -> asyncio.Future[Ack]:
+        """Queue `pub`; the future gives its Ack or fails with MeshUnavailable.
+
+        Raises ChannelError at once for an invalid channel name.
+        """
+        token = channel_token(pub.channel)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Ack] = loop.create_future()
+        if not self.nc.is_connected:
+            fut.set_exception(MeshUnavailable("not connected to NATS"))
+            return fut
+        now_ms = int(self.clock() * 1000)
+        mid = pub.message_id
+        headers: dict[str, str] = {}
+        if mid is None:
+            mid = assign_message_id(now_ms, secrets.token_bytes(10))
+        else:
+            headers[H_DEDUP] = dedup_key(pub.scope, mid)
+        headers[H_ID] = header_value(mid)
+        if pub.name is not None:
+            headers[H_NAME] = header_value(pub.name)
+        if pub.client_id is not None:
+            headers[H_CLIENT] = header_value(pub.client_id)
+        p = _Pending(stored_subject(self.region, token), pub.data, headers, mid, fut)
+        p.timer = loop.call_later(self.settings.publish_timeout_s, self._expire, p)
+        fut.add_done_callback(functools.partial(self._done, p))
+        self._pending.add(p)
+        self._queue.append(p)
+        if self._writer is None or self._writer.done():
+            self._wake = asyncio.Event()
+            self._writer = loop.create_task(self._write_loop(), name="mesh-publisher")
+        else:
+            assert self._wake is not None
+            self._wake.set()
+        return fut
+
+    def _expire(self, p: _Pending) -> None:
+        if not p.future.done():
+            p.future.set_exception(
+                MeshUnavailable(
+                    f"JetStream did not acknowledge within {self.settings.publish_timeout_s} s"
+                )
+            )
+
+    def _done(self, p: _Pending, _fut: object = None) -> None:
+        self._pending.discard(p)
+        if p.timer is not None:
+            p.timer.cancel()
+        if p.token:
+            self.mux.close(p.token)
+
+    def _on_ack(self, p: _Pending, msg: Msg) -> None:
+        if p.future.done():
+            return
+        headers = msg.headers or {}
+        if headers.get("Status") == "503":
+            p.future.set_exception(MeshUnavailable("no stream answers for this region"))
+            return
+        try:
+            resp = json.loads(msg.data)
+            if "error" in resp:
+                desc = resp["error"].get("description", "error")
+                p.future.set_exception(MeshUnavailable(f"JetStream refused: {desc}"))
+                return
+            seq = int(resp["seq"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            p.future.set_exception(MeshUnavailable("unreadable PubAck"))
+            return
+        p.future.set_result(
+            Ack(
+                serial=f"{self.region}:{seq}",
+                seq=seq,
+                message_id=p.message_id,
+                duplicate=bool(resp.get("duplicate")),
+                timestamp_ms=int(self.clock() * 1000),
+            )
+        )
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if not self.mux.ready:
+                try:
+                    await self.mux.start()
+                except (nats.errors.Error, OSError) as exc:
+                    self._fail_all(f"cannot subscribe for acks: {exc}")
+                    continue
+            while self._queue:
+                p = self._queue.popleft()
+                if p.future.done():
+                    continue
+                if not self.nc.is_connected:
+                    p.future.set_exception(MeshUnavailable("not connected to NATS"))
+                    continue
+                p.token, reply = self.mux.open(functools.partial(self._on_ack, p))
+                try:
+                    await self.nc.publish(p.subject, p.data, reply=reply, headers=p.headers)
+                except (nats.errors.Error, OSError) as exc:
+                    p.future.set_exception(MeshUnavailable(f"publish failed: {exc}"))
+
+    def _fail_all(self, reason: str) -> None:
+        while self._queue:
+            p = self._queue.popleft()
+            if not p.future.done():
+                p.future.set_exception(MeshUnavailable(reason))
+
+    @property
+    def in_flight(self) -> int:
+        """Publications submitted and not yet answered."""
+        return len(self._pending)
+
+    def connection_lost(self) -> None:
+        """Fail every unanswered publication now (call from nats-py's disconnected
+        callback): its PubAck, if any, is lost with the connection. The message may have
+        been stored; a retry with the same message_id is acknowledged as a duplicate."""
+        for p in list(self._pending):
+            if not p.future.done():
+                p.future.set_exception(MeshUnavailable("connection to NATS lost"))
+
+    async def close(self) -> None:
+        """Fail what is still queued and stop the writer."""
+        self._fail_all("publisher closed")
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer

@@ -1,0 +1,152 @@
+# Three edgemesh regions (eu, us, ap) in three AWS regions, one shared topology,
+# and the geo-DNS zone delegated to the three control planes.
+#
+# Terraform cannot for_each over providers, so each region is its own module block
+# with its own provider alias. The topology names every server by a stable DNS name
+# (nats-N.REGION.DOMAIN), so each region's gateways point at names, not at other
+# regions' outputs: no dependency cycle between regions.
+
+provider "aws" {
+  alias  = "eu"
+  region = var.aws_regions.eu
+}
+
+provider "aws" {
+  alias  = "us"
+  region = var.aws_regions.us
+}
+
+provider "aws" {
+  alias  = "ap"
+  region = var.aws_regions.ap
+}
+
+# Route 53 is global; its calls go through the eu provider.
+provider "aws" {
+  alias  = "dns"
+  region = var.aws_regions.eu
+}
+
+locals {
+  regions = {
+    eu = { latitude = 50.11, longitude = 8.68, vpc_cidr = "10.10.0.0/16" }
+    us = { latitude = 39.04, longitude = -77.49, vpc_cidr = "10.20.0.0/16" }
+    ap = { latitude = 1.35, longitude = 103.82, vpc_cidr = "10.30.0.0/16" }
+  }
+  order = ["eu", "us", "ap"]
+
+  # Known before apply (the addresses of load balancers and servers are not): the
+  # topology's structure, which every module's counts and security rules follow.
+  edge_addresses = {
+    eu = module.eu.edge_addresses
+    us = module.us.edge_addresses
+    ap = module.ap.edge_addresses
+  }
+
+  topology = {
+    regions = [
+      for name in local.order : {
+        name      = name
+        latitude  = local.regions[name].latitude
+        longitude = local.regions[name].longitude
+        nats = [
+          for k in range(var.nats_servers_per_region) : {
+            name           = "${name}-n${k + 1}"
+            host           = "0.0.0.0"
+            advertise_host = "nats-${k + 1}.${name}.${var.domain}"
+            client_port    = 4222
+            cluster_port   = 6222
+            gateway_port   = 7222
+            monitor_port   = 8222
+          }
+        ]
+        edges = [{
+          name      = "${name}-edge"
+          url       = contains(keys(var.certificate_arns), name) ? "https://edge.${name}.${var.domain}" : "http://edge.${name}.${var.domain}"
+          bind_host = "0.0.0.0"
+        }]
+        control_plane = {
+          url       = "http://cp.${name}.${var.domain}:8080"
+          bind_host = "0.0.0.0"
+          # The DNS listener binds the instance's private address; the world reaches
+          # it at the Elastic IP the delegation's glue records give.
+          dns_host = cidrhost(cidrsubnet(local.regions[name].vpc_cidr, 4, 0), 10)
+          dns_port = 53
+        }
+        public_addresses = local.edge_addresses[name]
+      }
+    ]
+    dns = {
+      zone           = "geo.${var.domain}"
+      ttl_s          = 30
+      default_region = "eu"
+    }
+  }
+}
+
+module "eu" {
+  source    = "../../modules/region"
+  providers = { aws = aws.eu }
+
+  region             = "eu"
+  topology           = local.topology
+  secrets            = var.secrets
+  edgemesh_version   = var.edgemesh_version
+  vpc_cidr           = local.regions.eu.vpc_cidr
+  operator_cidrs     = var.operator_cidrs
+  certificate_arn    = lookup(var.certificate_arns, "eu", null)
+  availability_zones = lookup(var.availability_zones, "eu", null)
+  ami_id             = lookup(var.ami_ids, "eu", null)
+
+  peer_nats_cidrs          = [for ip in concat(module.us.nats_public_ips, module.ap.nats_public_ips) : "${ip}/32"]
+  peer_control_plane_cidrs = [for ip in [module.us.control_plane_public_ip, module.ap.control_plane_public_ip] : "${ip}/32"]
+}
+
+module "us" {
+  source    = "../../modules/region"
+  providers = { aws = aws.us }
+
+  region             = "us"
+  topology           = local.topology
+  secrets            = var.secrets
+  edgemesh_version   = var.edgemesh_version
+  vpc_cidr           = local.regions.us.vpc_cidr
+  operator_cidrs     = var.operator_cidrs
+  certificate_arn    = lookup(var.certificate_arns, "us", null)
+  availability_zones = lookup(var.availability_zones, "us", null)
+  ami_id             = lookup(var.ami_ids, "us", null)
+
+  peer_nats_cidrs          = [for ip in concat(module.eu.nats_public_ips, module.ap.nats_public_ips) : "${ip}/32"]
+  peer_control_plane_cidrs = [for ip in [module.eu.control_plane_public_ip, module.ap.control_plane_public_ip] : "${ip}/32"]
+}
+
+module "ap" {
+  source    = "../../modules/region"
+  providers = { aws = aws.ap }
+
+  region             = "ap"
+  topology           = local.topology
+  secrets            = var.secrets
+  edgemesh_version   = var.edgemesh_version
+  vpc_cidr           = local.regions.ap.vpc_cidr
+  operator_cidrs     = var.operator_cidrs
+  certificate_arn    = lookup(var.certificate_arns, "ap", null)
+  availability_zones = lookup(var.availability_zones, "ap", null)
+  ami_id             = lookup(var.ami_ids, "ap", null)
+
+  peer_nats_cidrs          = [for ip in concat(module.eu.nats_public_ips, module.us.nats_public_ips) : "${ip}/32"]
+  peer_control_plane_cidrs = [for ip in [module.eu.control_plane_public_ip, module.us.control_plane_public_ip] : "${ip}/32"]
+}
+
+module "dns" {
+  source    = "../../modules/dns"
+  providers = { aws = aws.dns }
+
+  parent_zone_id = var.parent_zone_id
+  topology       = local.topology
+  regions = {
+    eu = module.eu.dns_records
+    us = module.us.dns_records
+    ap = module.ap.dns_records
+  }
+}

@@ -1,0 +1,68 @@
+# One edgemesh region: NATS cluster, edges behind a load balancer, control plane and
+# its geo-DNS zone delegation.
+
+provider "aws" {
+  region = var.aws_region
+}
+
+locals {
+  # Known only after apply; everything else in the topology is known before.
+  edge_addresses = module.region.edge_addresses
+
+  topology = {
+    regions = [{
+      name      = var.region
+      latitude  = var.latitude
+      longitude = var.longitude
+      nats = [
+        for k in range(var.nats_servers) : {
+          name           = "${var.region}-n${k + 1}"
+          host           = "0.0.0.0"
+          advertise_host = "nats-${k + 1}.${var.region}.${var.domain}"
+          client_port    = 4222
+          cluster_port   = 6222
+          gateway_port   = 7222
+          monitor_port   = 8222
+        }
+      ]
+      edges = [{
+        name      = "${var.region}-edge"
+        url       = "http://edge.${var.region}.${var.domain}"
+        bind_host = "0.0.0.0"
+      }]
+      control_plane = {
+        url       = "http://cp.${var.region}.${var.domain}:8080"
+        bind_host = "0.0.0.0"
+        dns_host  = cidrhost(cidrsubnet(var.vpc_cidr, 4, 0), 10)
+        dns_port  = 53
+      }
+      public_addresses = local.edge_addresses
+    }]
+    dns = {
+      zone           = "geo.${var.domain}"
+      ttl_s          = 30
+      default_region = var.region
+    }
+  }
+}
+
+module "region" {
+  source = "../../modules/region"
+
+  region             = var.region
+  topology           = local.topology
+  secrets            = var.secrets
+  edgemesh_version   = var.edgemesh_version
+  vpc_cidr           = var.vpc_cidr
+  operator_cidrs     = var.operator_cidrs
+  availability_zones = var.availability_zones
+  ami_id             = var.ami_id
+}
+
+module "dns" {
+  source = "../../modules/dns"
+
+  parent_zone_id = var.parent_zone_id
+  topology       = local.topology
+  regions        = { (var.region) = module.region.dns_records }
+}

@@ -1,0 +1,37 @@
+# Cloud-init documents for every kind of node in one region. Pure: no resources, no
+# providers. Every node gets the same topology JSON; secrets are fetched from SSM at
+# each service start and the NATS config is rendered from the topology by
+# `edgemesh nats-config`, never written here.
+
+locals {
+  topology = var.topology
+  this     = one([for r in local.topology.regions : r if r.name == var.region])
+
+  common = {
+    region            = var.region
+    topology_json     = jsonencode(var.topology)
+    edgemesh_version  = var.edgemesh_version
+    secrets_parameter = var.secrets_parameter_name
+    store_dir         = var.nats_store_dir
+  }
+
+  nats = [
+    for i, server in local.this.nats : templatefile("${path.module}/templates/cloud-init.yaml.tftpl", merge(local.common, {
+      role   = "nats"
+      server = i + 1
+      name   = server.name
+    }))
+  ]
+
+  edge = templatefile("${path.module}/templates/cloud-init.yaml.tftpl", merge(local.common, {
+    role   = "edge"
+    server = 0
+    name   = local.this.edges[0].name
+  }))
+
+  control_plane = templatefile("${path.module}/templates/cloud-init.yaml.tftpl", merge(local.common, {
+    role   = "control-plane"
+    server = 0
+    name   = "${var.region}-cp"
+  }))
+}

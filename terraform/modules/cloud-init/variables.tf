@@ -1,0 +1,82 @@
+variable "topology" {
+  description = "The deployment's shared topology (mesh/topology.py; in HCL or jsondecode of the topology JSON), identical in every region. Nodes get jsonencode(topology)."
+  type = object({
+    regions = list(object({
+      name      = string
+      latitude  = number
+      longitude = number
+      nats = list(object({
+        name           = string
+        host           = string
+        advertise_host = string
+        client_port    = number
+        cluster_port   = number
+        gateway_port   = number
+        monitor_port   = number
+      }))
+      edges = list(object({
+        name      = string
+        url       = string
+        bind_host = string
+      }))
+      control_plane = object({
+        url       = string
+        bind_host = string
+        dns_host  = string
+        dns_port  = number
+      })
+      public_addresses = list(string)
+    }))
+    dns = object({
+      zone           = string
+      ttl_s          = number
+      default_region = string
+    })
+  })
+
+  validation {
+    condition     = length(var.topology.regions) > 0
+    error_message = "The topology must have at least one region."
+  }
+}
+
+variable "region" {
+  description = "Name of the region (as in the topology) whose nodes these cloud-init documents configure."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$", var.region))
+    error_message = "The region must be 1-32 of a-z 0-9 -, start with a letter and not end with '-'."
+  }
+}
+
+variable "edgemesh_version" {
+  description = "The edgemesh release every node installs from PyPI (pip install edgemesh==VERSION)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)*((a|b|rc)[0-9]+)?(\\.post[0-9]+)?(\\.dev[0-9]+)?$", var.edgemesh_version))
+    error_message = "The edgemesh_version must be an exact release such as 0.1.0 or 1.2.0rc1."
+  }
+}
+
+variable "secrets_parameter_name" {
+  description = "Name of the SSM SecureString parameter that holds the secrets JSON (mesh/secrets.py); nodes fetch it at every service start, so it never appears in user data."
+  type        = string
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9_./-]{1,1000}$", var.secrets_parameter_name))
+    error_message = "The secrets_parameter_name must be an absolute SSM parameter path of A-Z a-z 0-9 _ . - /."
+  }
+}
+
+variable "nats_store_dir" {
+  description = "JetStream store directory on the NATS nodes (passed to `edgemesh nats-config --store-dir`)."
+  type        = string
+  default     = "/var/lib/edgemesh/nats"
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9_./-]+$", var.nats_store_dir))
+    error_message = "The nats_store_dir must be an absolute path of A-Z a-z 0-9 _ . - /."
+  }
+}

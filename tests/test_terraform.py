@@ -1,0 +1,378 @@
+"""The Terraform modules and examples, checked offline by terraform itself.
+
+`terraform fmt`, `init` and `validate` on every module and example, then an offline
+`terraform plan` of both examples whose JSON is checked for what validate cannot see:
+the topology the example outputs is one `edgemesh` reads, each NATS node's cloud-init
+renders exactly the config `edgemesh nats-config` gives, only the client port and DNS
+are open to the world, and secrets appear in no output and no user data.
+
+The one thing a plan cannot know is an Elastic IP; an override file gives the edge
+load balancers documentation addresses (RFC 5737) so the topology is complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh.cli import main as edgemesh_main
+from mesh.nats_config import render_nats_config
+from mesh.secrets import Secrets, generate_secrets, load_secrets
+from mesh.supercluster import nats_server_binary
+from mesh.topology import Topology, load_topology
+from tests.terraform_offline import OFFLINE_PROVIDER, Plan, Terraform, user_data_text
+
+DIRS = (
+    "modules/cloud-init",
+    "modules/region",
+    "modules/dns",
+    "examples/single-region",
+    "examples/multi-region",
+)
+DOMAIN = "example.com"
+TOPOLOGY_PATH = "/etc/edgemesh/topology.json"
+SECRETS_PATH = "/etc/edgemesh/secrets.json"
+RENDER_SCRIPT = "/usr/local/libexec/edgemesh/render-nats-config"
+WORLD = ("0.0.0.0/0", "::/0")
+
+
+@pytest.fixture(scope="module")
+def tf(tmp_path_factory: pytest.TempPathFactory) -> Terraform:
+    return Terraform.offline(tmp_path_factory.mktemp("terraform"))
+
+
+@pytest.fixture(scope="module")
+def initialized() -> set[str]:
+    """Folders of the copied tree where `terraform init` has run."""
+    return set()
+
+
+def _init_once(tf: Terraform, initialized: set[str], where: str) -> None:
+    if where not in initialized:
+        tf.init(where)
+        initialized.add(where)
+
+
+def test_terraform_fmt_is_clean(tf: Terraform) -> None:
+    proc = tf.run(".", "fmt", "-check", "-recursive", "-diff", check=False)
+    assert proc.returncode == 0, f"terraform fmt would change:\n{proc.stdout}"
+
+
+@pytest.mark.parametrize("where", DIRS)
+def test_validate(tf: Terraform, initialized: set[str], where: str) -> None:
+    _init_once(tf, initialized, where)
+    result = json.loads(tf.run(where, "validate", "-json", check=False).stdout)
+    problems = [
+        f"{d['severity']}: {d['summary']}: {d.get('detail', '')}" for d in result["diagnostics"]
+    ]
+    assert result["valid"], problems
+    assert result["warning_count"] == 0, problems
+
+
+# -- offline plans of the examples -------------------------------------------------------
+
+
+@dataclass
+class ExamplePlan:
+    name: str
+    plan: Plan
+    secrets: Secrets
+    edge_addresses: dict[str, list[str]]
+    topology: Topology
+
+
+def _secrets_var(secrets: Secrets) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(secrets.to_json())
+    return data
+
+
+def _offline_override(aliases: tuple[str | None, ...], addresses: Any) -> str:
+    blocks = []
+    for alias in aliases:
+        alias_line = f'  alias = "{alias}"\n' if alias else ""
+        blocks.append(f'provider "aws" {{\n{alias_line}{OFFLINE_PROVIDER}}}\n')
+    blocks.append(f"locals {{\n  edge_addresses = {json.dumps(addresses)}\n}}\n")
+    return "\n".join(blocks)
+
+
+def _plan_example(tf: Terraform, initialized: set[str], name: str, tmp: Path) -> ExamplePlan:
+    where = f"examples/{name}"
+    _init_once(tf, initialized, where)
+    secrets = generate_secrets("ops")
+    tfvars: dict[str, Any] = {
+        "domain": DOMAIN,
+        "parent_zone_id": "Z0123456789ABCDEFGHIJ",
+        "secrets": _secrets_var(secrets),
+        "operator_cidrs": ["198.51.100.0/24"],
+    }
+    if name == "multi-region":
+        edge_addresses = {
+            r: [f"203.0.113.{10 * i + 1}", f"203.0.113.{10 * i + 2}"]
+            for i, r in enumerate(("eu", "us", "ap"))
+        }
+        tfvars["availability_zones"] = {
+            "eu": ["eu-central-1a", "eu-central-1b"],
+            "us": ["us-east-1a", "us-east-1b"],
+            "ap": ["ap-southeast-1a", "ap-southeast-1b"],
+        }
+        tfvars["ami_ids"] = {r: "ami-0123456789abcdef0" for r in ("eu", "us", "ap")}
+        override = _offline_override(("eu", "us", "ap", "dns"), edge_addresses)
+    else:
+        edge_addresses = {"eu": ["203.0.113.1", "203.0.113.2"]}
+        tfvars["availability_zones"] = ["eu-central-1a", "eu-central-1b"]
+        tfvars["ami_id"] = "ami-0123456789abcdef0"
+        override = _offline_override((None,), edge_addresses["eu"])
+    plan = tf.plan(where, tfvars, override)
+    # What an operator does after apply: save the output for `edgemesh` commands.
+    topology_file = tmp / f"{name}-topology.json"
+    topology_file.write_text(plan.output("topology"))
+    return ExamplePlan(name, plan, secrets, edge_addresses, load_topology(topology_file))
+
+
+@pytest.fixture(scope="module", params=["single-region", "multi-region"])
+def example(
+    request: pytest.FixtureRequest,
+    tf: Terraform,
+    initialized: set[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ExamplePlan:
+    return _plan_example(tf, initialized, request.param, tmp_path_factory.mktemp("plan"))
+
+
+def _cloud_init(user_data_b64: str) -> dict[str, Any]:
+    text = user_data_text(user_data_b64)
+    assert text.startswith("#cloud-config\n")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+def _files(doc: dict[str, Any]) -> dict[str, str]:
+    return {f["path"]: f["content"] for f in doc["write_files"]}
+
+
+def _unit_lines(doc: dict[str, Any], key: str) -> list[list[str]]:
+    unit = _files(doc)["/etc/systemd/system/edgemesh.service"]
+    return [
+        shlex.split(line.split("=", 1)[1])
+        for line in unit.splitlines()
+        if line.startswith(key + "=")
+    ]
+
+
+def _region_of(resource: dict[str, Any]) -> str:
+    tags: dict[str, str] = resource["change"]["after"]["tags"]
+    return tags["edgemesh:region"]
+
+
+def test_example_outputs_a_topology_edgemesh_reads(example: ExamplePlan) -> None:
+    t = example.topology
+    expected_regions = ["eu", "us", "ap"] if example.name == "multi-region" else ["eu"]
+    assert list(t.names) == expected_regions
+    assert t.dns.zone == f"geo.{DOMAIN}"
+    for r in t.regions:
+        assert list(r.public_addresses) == example.edge_addresses[r.name]
+        assert len(r.nats) == 3
+        for k, s in enumerate(r.nats, start=1):
+            assert (s.name, s.host, s.advertise_host) == (
+                f"{r.name}-n{k}",
+                "0.0.0.0",
+                f"nats-{k}.{r.name}.{DOMAIN}",
+            )
+        assert [e.url for e in r.edges] == [f"http://edge.{r.name}.{DOMAIN}"]
+        assert r.control_plane is not None
+        assert r.control_plane.url == f"http://cp.{r.name}.{DOMAIN}:8080"
+
+
+def test_gateway_urls_are_stable_dns_names_known_before_apply(example: ExamplePlan) -> None:
+    # Known at plan time, so they cannot come from any region's resources.
+    outputs = example.plan.output("gateway_urls")
+    by_region = outputs if isinstance(outputs, dict) else {"eu": outputs}
+    assert by_region == {r.name: [s.gateway_url for s in r.nats] for r in example.topology.regions}
+
+
+def test_nats_nodes_render_the_config_edgemesh_gives(
+    example: ExamplePlan, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nodes = example.plan.resources("aws_instance", "nats")
+    assert len(nodes) == 3 * len(example.topology.regions)
+    parameters = {
+        _region_of(p): p["change"]["after"] for p in example.plan.resources("aws_ssm_parameter")
+    }
+    checked_with_nats_server = False
+    for node in nodes:
+        after = node["change"]["after"]
+        region, server = _region_of(node), node["index"] + 1
+        assert after["tags"]["Name"] == example.topology.region(region).nats[server - 1].name
+        doc = _cloud_init(after["user_data_base64"])
+        files = _files(doc)
+        assert json.loads(files[TOPOLOGY_PATH]) == json.loads(example.plan.output("topology"))
+
+        # The node's secrets file is the SSM parameter's value, fetched at boot.
+        parameter = parameters[region]
+        assert parameter["type"] == "SecureString"
+        assert parameter["name"] in files["/usr/local/libexec/edgemesh/fetch-secrets"]
+        (tmp_path / "secrets.json").write_text(parameter["value"])
+        assert load_secrets(tmp_path / "secrets.json") == example.secrets
+        (tmp_path / "topology.json").write_text(files[TOPOLOGY_PATH])
+
+        [line] = [ln for ln in files[RENDER_SCRIPT].splitlines() if " nats-config " in ln]
+        argv, redirect = shlex.split(line.split(">", 1)[0]), line.split(">", 1)[1].strip()
+        assert argv[:2] == ["/opt/edgemesh/bin/edgemesh", "nats-config"]
+        local = {
+            TOPOLOGY_PATH: str(tmp_path / "topology.json"),
+            SECRETS_PATH: str(tmp_path / "secrets.json"),
+        }
+        assert edgemesh_main([local.get(a, a) for a in argv[1:]]) == 0
+        rendered = capsys.readouterr().out
+        store_dir = argv[argv.index("--store-dir") + 1]
+        assert rendered == render_nats_config(
+            example.topology, example.secrets, region, server, store_dir
+        )
+        # The service runs nats-server on the file the script renders.
+        [start] = _unit_lines(doc, "ExecStart")
+        assert start == ["/opt/edgemesh/bin/nats-server", "-c", redirect.removesuffix(".new")]
+        if not checked_with_nats_server:
+            conf = tmp_path / "nats.conf"
+            conf.write_text(rendered)
+            proc = subprocess.run(
+                [nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True
+            )
+            assert proc.returncode == 0, proc.stderr
+            checked_with_nats_server = True
+
+
+def test_edges_and_control_plane_run_their_commands(example: ExamplePlan) -> None:
+    common = ["--topology", TOPOLOGY_PATH, "--secrets", SECRETS_PATH]
+    templates = example.plan.resources("aws_launch_template", "edge")
+    control_planes = example.plan.resources("aws_instance", "control_plane")
+    assert len(templates) == len(control_planes) == len(example.topology.regions)
+    for lt in templates:
+        region = example.topology.region(_region_of(lt))
+        doc = _cloud_init(lt["change"]["after"]["user_data"])
+        assert _unit_lines(doc, "ExecStart") == [
+            [
+                "/opt/edgemesh/bin/edgemesh",
+                "edge",
+                *common,
+                "--region",
+                region.name,
+                "--edge",
+                region.edges[0].name,
+            ]
+        ]
+        assert ["/opt/edgemesh/bin/pip", "install", "--no-cache-dir", "edgemesh==0.1.0"] in doc[
+            "runcmd"
+        ]
+    for cp in control_planes:
+        after = cp["change"]["after"]
+        region = example.topology.region(_region_of(cp))
+        doc = _cloud_init(after["user_data_base64"])
+        assert _unit_lines(doc, "ExecStart") == [
+            ["/opt/edgemesh/bin/edgemesh", "control-plane", *common, "--region", region.name]
+        ]
+        # The DNS listener's address in the topology is the instance's own address.
+        assert region.control_plane is not None
+        assert after["private_ip"] == region.control_plane.dns_host
+
+
+def test_only_the_client_port_and_dns_are_open_to_the_world(example: ExamplePlan) -> None:
+    client_ports = {r.edges[0].port for r in example.topology.regions}
+    assert client_ports == {80}
+    nats_ports = {p for _, s in example.topology.servers() for p in s.ports().values()}
+    rules = [
+        r
+        for r in example.plan.resources("aws_security_group_rule")
+        if r["change"]["after"]["type"] == "ingress"
+    ]
+    assert rules
+    open_to_world = set()
+    for rule in rules:
+        after = rule["change"]["after"]
+        cidrs = (after.get("cidr_blocks") or []) + (after.get("ipv6_cidr_blocks") or [])
+        if any(c in WORLD for c in cidrs):
+            open_to_world.add((after["protocol"], after["from_port"], after["to_port"]))
+        if after["from_port"] in nats_ports:
+            assert not any(c in WORLD for c in cidrs), rule["address"]
+    assert open_to_world == {("tcp", 80, 80), ("tcp", 53, 53), ("udp", 53, 53)}
+    # Gateways admit the other regions' NATS servers, whose addresses exist only after
+    # apply: the rule is there, and each region's module is wired to its peers' servers.
+    gateway_rules = [r for r in rules if r["index"].startswith("nats-gateway-")]
+    many = len(example.topology.regions) > 1
+    assert len(gateway_rules) == (len(example.topology.regions) if many else 0)
+    calls = example.plan.data["configuration"]["root_module"]["module_calls"]
+    for name in example.topology.names if many else ():
+        refs = set(calls[name]["expressions"]["peer_nats_cidrs"]["references"])
+        assert {f"module.{o}.nats_public_ips" for o in example.topology.names if o != name} <= refs
+        assert f"module.{name}.nats_public_ips" not in refs
+    # Operators reach the API and monitoring; nobody else from outside.
+    api = [r for r in rules if r["index"] == "cp-api-operators"]
+    assert all(r["change"]["after"]["cidr_blocks"] == ["198.51.100.0/24"] for r in api)
+
+
+def test_secrets_appear_in_no_output_and_no_user_data(example: ExamplePlan) -> None:
+    values = [*json.loads(example.secrets.model_dump_json())["nats"].values()]
+    values += [k.split(":", 1)[1] for k in example.secrets.api_keys]
+    outputs = json.dumps(example.plan.data["output_changes"])
+    texts = [outputs]
+    for r in example.plan.resources("aws_instance"):
+        texts.append(user_data_text(r["change"]["after"]["user_data_base64"]))
+    for r in example.plan.resources("aws_launch_template"):
+        texts.append(user_data_text(r["change"]["after"]["user_data"]))
+    for text in texts:
+        for v in values:
+            assert v not in text
+
+
+def test_dns_delegates_the_zone_to_every_control_plane(example: ExamplePlan) -> None:
+    zone = example.topology.dns.zone
+    records = {
+        (r["change"]["after"]["name"], r["change"]["after"]["type"]): r
+        for r in example.plan.resources("aws_route53_record")
+    }
+    names = example.topology.names
+    delegation = records[(zone, "NS")]["change"]["after"]
+    assert sorted(delegation["records"]) == sorted(f"ns-{n}.{zone}" for n in names)
+    for n in names:
+        assert (f"ns-{n}.{zone}", "A") in records  # glue
+        assert (f"edge.{n}.{DOMAIN}", "A") in records
+        assert (f"cp.{n}.{DOMAIN}", "A") in records
+    cnames = {name for (name, type_) in records if type_ == "CNAME"}
+    assert cnames == {s.advertise_host for _, s in example.topology.servers()}
+
+
+def test_operators_cannot_open_monitoring_to_the_world(
+    tf: Terraform, initialized: set[str]
+) -> None:
+    where = "examples/single-region"
+    _init_once(tf, initialized, where)
+    tfvars = {
+        "domain": DOMAIN,
+        "parent_zone_id": "Z0123456789ABCDEFGHIJ",
+        "secrets": _secrets_var(generate_secrets("ops")),
+        "availability_zones": ["eu-central-1a", "eu-central-1b"],
+        "ami_id": "ami-0123456789abcdef0",
+        "operator_cidrs": ["0.0.0.0/0"],
+    }
+    with pytest.raises(RuntimeError, match=r"never 0\.0\.0\.0/0"):
+        tf.plan(where, tfvars, _offline_override((None,), ["203.0.113.1", "203.0.113.2"]))
+
+
+def test_every_user_data_fits_the_ec2_limit(example: ExamplePlan) -> None:
+    # EC2 takes at most 16 KiB of user data before base64; gzip keeps the topology in.
+    encoded = [
+        r["change"]["after"]["user_data_base64"] for r in example.plan.resources("aws_instance")
+    ]
+    encoded += [
+        r["change"]["after"]["user_data"] for r in example.plan.resources("aws_launch_template")
+    ]
+    assert encoded
+    for value in encoded:
+        assert len(base64.b64decode(value)) <= 16 * 1024
