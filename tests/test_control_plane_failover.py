@@ -238,9 +238,10 @@ async def test_flapping_region_changes_are_bounded_by_hold_down(
     await cps.wait_ready(REGIONS)
     eu = next(h.process for h in supercluster.servers.values() if h.region.name == "eu")
     try:
-        # eu's NATS hangs, then answers, 2.5 s each, four times: long enough for every
-        # observer to see each phase (a round takes up to 1 s + the probe timeout).
-        for _ in range(4):
+        # eu's NATS hangs, then answers, 2.5 s each, three times: long enough for every
+        # observer to see each phase (a round takes up to 1 s + the probe timeout). The
+        # third time the budget of 2 changes is spent: eu may go down, not come back.
+        for _ in range(3):
             eu.signal(signal.SIGSTOP)
             await asyncio.sleep(2.5)
             eu.signal(signal.SIGCONT)
