@@ -6,7 +6,6 @@ regions) run for real; connected clients are told to leave a drained region.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import sys
 import time
@@ -25,9 +24,6 @@ from mesh.supercluster import Supercluster
 from tests.conftest import start_supercluster
 from tests.cp_cluster import ControlPlanes, addresses, dns_answer, dump, views_of, wait_for
 from tests.geoip_fixture import CLIENTS, build_city_db, geo_topology
-
-if importlib.util.find_spec("edge.cli") is None:  # until the data plane is merged
-    pytest.skip("no edge in this tree", allow_module_level=True)
 
 REGIONS = ("eu", "us", "ap")
 PARIS = CLIENTS["paris"].address
