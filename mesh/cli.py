@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +28,21 @@ def _cmd_nats_config(args: argparse.Namespace) -> int:
     secrets = load_secrets(args.secrets) if args.secrets else generate_secrets()
     store = args.store_dir or f"/var/lib/edgemesh/nats/{args.region}-{args.server}"
     sys.stdout.write(render_nats_config(topology, secrets, args.region, args.server, store))
+    return 0
+
+
+def _cmd_secrets(args: argparse.Namespace) -> int:
+    secrets = generate_secrets(args.key_id)
+    doc = secrets.model_dump(mode="json")
+    if args.tfvars:
+        doc = {"secrets": doc}
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
     return 0
 
 
@@ -59,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store-dir", help="JetStream store directory")
     p.set_defaults(func=_cmd_nats_config)
 
+    p = sub.add_parser("secrets", help="generate fresh NATS credentials and an API key")
+    p.add_argument("--key-id", default="ops", help="id of the generated API key")
+    p.add_argument("--tfvars", action="store_true", help='wrap as {"secrets": ...} for Terraform')
+    p.add_argument("--out", type=Path, help="write to a new file (mode 0600) instead of stdout")
+    p.set_defaults(func=_cmd_secrets)
+
     p = sub.add_parser("dev", help="run a local multi-region deployment")
     p.add_argument("--topology", type=Path, help="topology file (default: eu, us, ap)")
     p.add_argument("--servers-per-region", type=int, default=1, choices=range(1, 6))
@@ -81,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Handler = args.func
     try:
         return func(args)
+    except FileExistsError as exc:
+        print(
+            f"edgemesh {args.command}: {exc.filename} exists; not overwriting it", file=sys.stderr
+        )
+        return 2
     except (TopologyError, LaunchError) as exc:
         for line in str(exc).splitlines():
             print(f"edgemesh {args.command}: {line}", file=sys.stderr)

@@ -32,10 +32,15 @@ class DevComponent:
 
     kind: str  # "edge" or "control-plane": also the CLI subcommand
     per: str  # "edge" or "region"
+    ready_path: str  # answers 200 once the process can serve
 
 
 # Components in start order. A component's subcommand must exist in the CLI.
-COMPONENTS = (DevComponent("edge", "edge"), DevComponent("control-plane", "region"))
+# An edge is ready once it reaches NATS and its streams exist (/readyz), not just alive.
+COMPONENTS = (
+    DevComponent("edge", "edge", "/readyz"),
+    DevComponent("control-plane", "region", "/healthz"),
+)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Child:
     region: str
     url: str
     process: ManagedProcess
+    ready_path: str
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,22 +111,28 @@ class DevDeployment:
                     for e in region.edges:
                         argv = [sys.executable, "-m", "mesh.cli", comp.kind, *common]
                         argv += ["--region", region.name, "--edge", e.name]
-                        self._add(e.name, comp.kind, region.name, e.url, argv, env)
+                        self._add(e.name, comp, region.name, e.url, argv, env)
                 elif region.control_plane is not None:
                     argv = [sys.executable, "-m", "mesh.cli", comp.kind, *common]
                     argv += ["--region", region.name]
                     name = f"{region.name}-cp"
-                    child = self._add(
-                        name, comp.kind, region.name, region.control_plane.url, argv, env
-                    )
+                    url = region.control_plane.url
+                    child = self._add(name, comp, region.name, url, argv, env)
                     cp = region.control_plane
                     child.extra["dns"] = f"{cp.dns_host}:{cp.dns_port}"
 
     def _add(
-        self, name: str, kind: str, region: str, url: str, argv: list[str], env: dict[str, str]
+        self,
+        name: str,
+        comp: DevComponent,
+        region: str,
+        url: str,
+        argv: list[str],
+        env: dict[str, str],
     ) -> Child:
-        proc = ManagedProcess(f"{kind} {name}", argv, self.data_dir / "logs" / f"{name}.log", env)
-        child = Child(name, kind, region, url, proc)
+        log = self.data_dir / "logs" / f"{name}.log"
+        proc = ManagedProcess(f"{comp.kind} {name}", argv, log, env)
+        child = Child(name, comp.kind, region, url, proc, comp.ready_path)
         self.children.append(child)
         return child
 
@@ -148,7 +160,7 @@ class DevDeployment:
                             f"{child.process.log_tail()}"
                         )
                     try:
-                        if http.get(f"{child.url}/healthz").status_code == 200:
+                        if http.get(f"{child.url}{child.ready_path}").status_code == 200:
                             pending.remove(child)
                     except httpx.HTTPError:
                         pass

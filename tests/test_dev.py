@@ -62,6 +62,10 @@ def test_dev_runs_a_supercluster_and_ctrl_c_leaves_nothing(tmp_path: Path) -> No
         for name, region in state["regions"].items():
             gw = httpx.get(region["nats"][0]["monitor_url"] + "/gatewayz").json()
             assert set(gw["outbound_gateways"]) == {"eu", "us", "ap"} - {name}
+            # every edge can serve (NATS reached, streams made) as soon as dev says it is up
+            assert region["edges"], "dev starts one edge per region"
+            for edge in region["edges"]:
+                assert httpx.get(edge["url"] + "/readyz").status_code == 200
         pids = _pids(state)
         assert all(_alive(p) for p in pids)
         proc.send_signal(signal.SIGINT)

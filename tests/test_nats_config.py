@@ -1,3 +1,4 @@
+import json
 import subprocess
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import pytest
 
 from mesh.cli import main
 from mesh.nats_config import render_nats_config
-from mesh.secrets import generate_secrets, write_secrets
+from mesh.secrets import generate_secrets, load_secrets, write_secrets
 from mesh.supercluster import nats_server_binary
 from mesh.topology import TopologyError, dev_topology
 
@@ -60,3 +61,20 @@ def test_cli_unknown_region_exits_nonzero(
     topo.write_text(dev_topology(23000).to_json())
     assert main(["nats-config", "--topology", str(topo), "--region", "mars"]) == 2
     assert "unknown region 'mars'" in capsys.readouterr().err
+
+
+def test_secrets_command_writes_loadable_secrets_once(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    assert main(["secrets", "--key-id", "ops", "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    loaded = load_secrets(out)
+    assert loaded.api_keys[0].startswith("ops:")
+    # never overwrites an existing secrets file
+    assert main(["secrets", "--out", str(out)]) == 2
+    assert load_secrets(out) == loaded
+
+
+def test_secrets_command_tfvars_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["secrets", "--tfvars"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"secrets"} and set(doc["secrets"]) == {"nats", "api_keys"}
