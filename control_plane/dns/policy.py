@@ -2,9 +2,9 @@
 
 The zone (``topology.dns.zone``) holds:
 
-- the apex: SOA and NS (``ns1.ZONE``, ``ns2.ZONE``, ... one per region with a
+- the apex: SOA and NS (``ns-eu.ZONE``, ``ns-us.ZONE``, ... one per region with a
   control plane, glue at that control plane's DNS host);
-- ``nsN.ZONE``: A/AAAA of those DNS hosts;
+- ``ns-REGION.ZONE``: A/AAAA of those DNS hosts;
 - ``edge.ZONE``: A/AAAA of the usable region nearest to the client (great-circle
   distance); a client that cannot be located gets the configured default region,
   or the usable region nearest to it;
@@ -104,13 +104,14 @@ class ZonePolicy:
             if region.control_plane is None:
                 continue
             glue = _glue_address(region.control_plane.dns_host)
-            label = f"ns{len(self._nameservers) + 1}".encode()
+            # The same names the Terraform dns module delegates to (NS + glue).
+            label = f"ns-{region.name}".encode()
             self._nameservers[label] = {
                 t: tuple(ip for ip in [glue] if ip is not None and ip.version == v)
                 for t, v in ((RRType.A, 4), (RRType.AAAA, 6))
             }
         self.soa = Soa(
-            mname=(b"ns1", *self.zone),
+            mname=(next(iter(self._nameservers), b"ns"), *self.zone),
             rname=(b"hostmaster", *self.zone),
             serial=SOA_SERIAL,
             refresh=SOA_REFRESH_S,
