@@ -25,7 +25,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _cmd_nats_config(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology)
-    secrets = load_secrets(args.secrets) if args.secrets else generate_secrets()
+    secrets = load_secrets(args.secrets)
     store = args.store_dir or f"/var/lib/edgemesh/nats/{args.region}-{args.server}"
     sys.stdout.write(render_nats_config(topology, secrets, args.region, args.server, store))
     return 0
@@ -72,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", required=True, type=Path, help="topology file (.json or .toml)")
     p.add_argument("--region", required=True)
     p.add_argument("--server", type=int, default=1, help="1-based server number in the region")
-    p.add_argument("--secrets", type=Path, help="secrets JSON (default: fresh random secrets)")
+    p.add_argument(
+        "--secrets",
+        type=Path,
+        required=True,
+        help="secrets JSON (`edgemesh secrets`); every server of a deployment needs the same one",
+    )
     p.add_argument("--store-dir", help="JetStream store directory")
     p.set_defaults(func=_cmd_nats_config)
 

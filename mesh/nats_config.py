@@ -16,6 +16,13 @@ from mesh.topology import NatsServer, Region, Topology, TopologyError
 ACCOUNT = "EM"
 SYSTEM_ACCOUNT = "SYS"
 
+# Edges must not speak for the control plane: no region states, observations or drain
+# records (KV) from an edge's credentials, even if an edge host is compromised.
+EDGE_DENIED_PUBLISH = ("em.ctl.>", "$KV.>")
+EDGE_PERMISSIONS = (
+    "{ publish: { deny: [" + ", ".join(json.dumps(s) for s in EDGE_DENIED_PUBLISH) + "] } }"
+)
+
 
 @dataclass(frozen=True)
 class JetStreamLimits:
@@ -90,7 +97,7 @@ accounts {{
   {ACCOUNT} {{
     jetstream: enabled
     users: [
-      {{ user: "edge", password: {_q(c.edge)} }}
+      {{ user: "edge", password: {_q(c.edge)}, permissions: {EDGE_PERMISSIONS} }}
       {{ user: "control", password: {_q(c.control)} }}
     ]
   }}

@@ -59,7 +59,10 @@ def test_cli_unknown_region_exits_nonzero(
 ) -> None:
     topo = tmp_path / "t.json"
     topo.write_text(dev_topology(23000).to_json())
-    assert main(["nats-config", "--topology", str(topo), "--region", "mars"]) == 2
+    sec = tmp_path / "s.json"
+    write_secrets(generate_secrets(), sec)
+    argv = ["nats-config", "--topology", str(topo), "--region", "mars", "--secrets", str(sec)]
+    assert main(argv) == 2
     assert "unknown region 'mars'" in capsys.readouterr().err
 
 

@@ -144,3 +144,28 @@ async def test_three_server_region_survives_losing_one(tmp_path: Path) -> None:
     finally:
         await clients.close()
         await asyncio.to_thread(sc.stop)
+
+
+async def test_edge_user_cannot_publish_control_plane_subjects(nats_client: NatsClients) -> None:
+    errors: asyncio.Queue[Exception] = asyncio.Queue()
+
+    async def on_error(exc: Exception) -> None:
+        await errors.put(exc)
+
+    control = await nats_client("eu", user="control")
+    edge = await nats_client("eu", user="edge", error_cb=on_error)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_msg(msg: nats.aio.msg.Msg) -> None:
+        await got.put(msg.data)
+
+    await control.subscribe("em.ctl.regions", cb=on_msg)
+    await control.flush()
+    await edge.publish("em.ctl.regions", b"forged")
+    await edge.flush()
+    err = await asyncio.wait_for(errors.get(), 10)
+    assert "permissions violation" in str(err).lower()
+    # the control user's own announcement still goes through, and the forged one never came
+    await control.publish("em.ctl.regions", b"real")
+    assert await asyncio.wait_for(got.get(), 10) == b"real"
+    assert got.empty()
