@@ -130,6 +130,10 @@ class ControlPlane(_Model):
     bind_host: str | None = None
     dns_host: str = "127.0.0.1"
     dns_port: int = Field(default=53, ge=1, le=65535)
+    # The address the world reaches the DNS listener at, when it is not dns_host (a
+    # cloud instance binds its private address behind a public one): the name server's
+    # glue. None: dns_host.
+    dns_public_address: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -138,6 +142,24 @@ class ControlPlane(_Model):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         return v.rstrip("/")
+
+    @field_validator("dns_public_address")
+    @classmethod
+    def _public_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            ip = ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+        if ip.is_unspecified:
+            raise ValueError(f"{v!r} is the unspecified address, which nobody can reach")
+        return str(ip)
+
+    @property
+    def advertised_dns_host(self) -> str:
+        """Where resolvers reach this DNS server: the glue of its ``ns-REGION`` name."""
+        return self.dns_public_address or self.dns_host
 
     @property
     def host(self) -> str:

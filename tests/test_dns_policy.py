@@ -190,6 +190,29 @@ def test_glue_only_for_usable_addresses() -> None:
     assert ask(policy, "ns-eu.edgemesh.test", RRType.A).rcode == Rcode.NOERROR
 
 
+def test_glue_is_the_advertised_address_not_the_bind_address() -> None:
+    # A cloud instance binds its private address; resolvers reach its public one.
+    data = json.loads(base_topology().to_json())
+    private = ["10.10.0.10", "10.20.0.10", "10.30.0.10"]
+    public = ["198.51.100.53", None, "2001:db8::53"]
+    for region, host, advertised in zip(data["regions"], private, public, strict=True):
+        region["control_plane"]["dns_host"] = host
+        if advertised is not None:
+            region["control_plane"]["dns_public_address"] = advertised
+    policy = ZonePolicy(parse_topology(data))
+    ns = ask(policy, "edgemesh.test", RRType.NS)
+    assert [(r.name, r.rtype, str(r.data)) for r in ns.additional] == [
+        (name_from_text("ns-eu.edgemesh.test"), RRType.A, "198.51.100.53"),
+        (name_from_text("ns-us.edgemesh.test"), RRType.A, "10.20.0.10"),  # none: dns_host
+        (name_from_text("ns-ap.edgemesh.test"), RRType.AAAA, "2001:db8::53"),
+    ]
+    assert addresses(ask(policy, "ns-eu.edgemesh.test", RRType.A)) == {"198.51.100.53"}
+    assert addresses(ask(policy, "ns-us.edgemesh.test", RRType.A)) == {"10.20.0.10"}
+    ap = ask(policy, "ns-ap.edgemesh.test", RRType.A)
+    assert (ap.rcode, ap.answer) == (Rcode.NOERROR, ())  # only an IPv6 address is advertised
+    assert addresses(ask(policy, "ns-ap.edgemesh.test", RRType.AAAA)) == {"2001:db8::53"}
+
+
 def test_any_gives_every_record_of_the_name() -> None:
     edge = ask(POLICY, "edge.edgemesh.test", RRType.ANY, client=CLIENTS["paris"].address)
     assert addresses(edge) == set(REGION_ADDRESSES["eu"])

@@ -7,7 +7,9 @@ renders exactly the config `edgemesh nats-config` gives, only the client port an
 are open to the world, and secrets appear in no output and no user data.
 
 The one thing a plan cannot know is an Elastic IP; an override file gives the edge
-load balancers documentation addresses (RFC 5737) so the topology is complete.
+load balancers and the control planes documentation addresses (RFC 5737) so the
+topology is complete. One plan without that override shows the real wiring has no
+dependency cycle.
 """
 
 from __future__ import annotations
@@ -20,15 +22,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hcl2
 import pytest
 import yaml
 
+from control_plane.dns.message import Question, RRType
+from control_plane.dns.names import name_from_text
+from control_plane.dns.policy import ZonePolicy
+from mesh.cli import build_parser
 from mesh.cli import main as edgemesh_main
 from mesh.nats_config import render_nats_config
 from mesh.secrets import Secrets, generate_secrets, load_secrets
 from mesh.supercluster import nats_server_binary
 from mesh.topology import Topology, load_topology
-from tests.terraform_offline import OFFLINE_PROVIDER, Plan, Terraform, user_data_text
+from tests.terraform_offline import (
+    OFFLINE_PROVIDER,
+    TERRAFORM_TREE,
+    Plan,
+    Terraform,
+    user_data_text,
+)
 
 DIRS = (
     "modules/cloud-init",
@@ -42,6 +55,9 @@ TOPOLOGY_PATH = "/etc/edgemesh/topology.json"
 SECRETS_PATH = "/etc/edgemesh/secrets.json"
 RENDER_SCRIPT = "/usr/local/libexec/edgemesh/render-nats-config"
 WORLD = ("0.0.0.0/0", "::/0")
+GEOIP_URI = "s3://edgemesh-test-geoip/maxmind/GeoLite2-City.mmdb"
+GEOIP_PATH = "/var/lib/edgemesh/geoip/city.mmdb"
+FETCH_GEOIP = "/usr/local/libexec/edgemesh/fetch-geoip-db"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +102,9 @@ class ExamplePlan:
     plan: Plan
     secrets: Secrets
     edge_addresses: dict[str, list[str]]
+    control_plane_addresses: dict[str, str]
     topology: Topology
+    geoip_db_s3_uri: str | None
 
 
 def _secrets_var(secrets: Secrets) -> dict[str, Any]:
@@ -94,19 +112,19 @@ def _secrets_var(secrets: Secrets) -> dict[str, Any]:
     return data
 
 
-def _offline_override(aliases: tuple[str | None, ...], addresses: Any) -> str:
+def _offline_override(aliases: tuple[str | None, ...], addresses: dict[str, Any] | None) -> str:
+    """Providers that never call AWS, and `addresses` (the locals holding Elastic IPs)."""
     blocks = []
     for alias in aliases:
         alias_line = f'  alias = "{alias}"\n' if alias else ""
         blocks.append(f'provider "aws" {{\n{alias_line}{OFFLINE_PROVIDER}}}\n')
-    blocks.append(f"locals {{\n  edge_addresses = {json.dumps(addresses)}\n}}\n")
+    if addresses:
+        lines = "".join(f"  {k} = {json.dumps(v)}\n" for k, v in addresses.items())
+        blocks.append(f"locals {{\n{lines}}}\n")
     return "\n".join(blocks)
 
 
-def _plan_example(tf: Terraform, initialized: set[str], name: str, tmp: Path) -> ExamplePlan:
-    where = f"examples/{name}"
-    _init_once(tf, initialized, where)
-    secrets = generate_secrets("ops")
+def _example_tfvars(name: str, secrets: Secrets) -> dict[str, Any]:
     tfvars: dict[str, Any] = {
         "domain": DOMAIN,
         "parent_zone_id": "Z0123456789ABCDEFGHIJ",
@@ -114,27 +132,55 @@ def _plan_example(tf: Terraform, initialized: set[str], name: str, tmp: Path) ->
         "operator_cidrs": ["198.51.100.0/24"],
     }
     if name == "multi-region":
-        edge_addresses = {
-            r: [f"203.0.113.{10 * i + 1}", f"203.0.113.{10 * i + 2}"]
-            for i, r in enumerate(("eu", "us", "ap"))
-        }
         tfvars["availability_zones"] = {
             "eu": ["eu-central-1a", "eu-central-1b"],
             "us": ["us-east-1a", "us-east-1b"],
             "ap": ["ap-southeast-1a", "ap-southeast-1b"],
         }
         tfvars["ami_ids"] = {r: "ami-0123456789abcdef0" for r in ("eu", "us", "ap")}
-        override = _offline_override(("eu", "us", "ap", "dns"), edge_addresses)
+        # The operator's GeoIP database: set here, left out of the single-region plan.
+        tfvars["geoip_db_s3_uri"] = GEOIP_URI
     else:
-        edge_addresses = {"eu": ["203.0.113.1", "203.0.113.2"]}
         tfvars["availability_zones"] = ["eu-central-1a", "eu-central-1b"]
         tfvars["ami_id"] = "ami-0123456789abcdef0"
-        override = _offline_override((None,), edge_addresses["eu"])
+    return tfvars
+
+
+def _plan_example(tf: Terraform, initialized: set[str], name: str, tmp: Path) -> ExamplePlan:
+    where = f"examples/{name}"
+    _init_once(tf, initialized, where)
+    secrets = generate_secrets("ops")
+    tfvars = _example_tfvars(name, secrets)
+    if name == "multi-region":
+        edge_addresses = {
+            r: [f"203.0.113.{10 * i + 1}", f"203.0.113.{10 * i + 2}"]
+            for i, r in enumerate(("eu", "us", "ap"))
+        }
+        cp_addresses = {r: f"198.51.100.{53 + i}" for i, r in enumerate(("eu", "us", "ap"))}
+        override = _offline_override(
+            ("eu", "us", "ap", "dns"),
+            {"edge_addresses": edge_addresses, "control_plane_addresses": cp_addresses},
+        )
+    else:
+        edge_addresses = {"eu": ["203.0.113.1", "203.0.113.2"]}
+        cp_addresses = {"eu": "198.51.100.53"}
+        override = _offline_override(
+            (None,),
+            {"edge_addresses": edge_addresses["eu"], "control_plane_address": cp_addresses["eu"]},
+        )
     plan = tf.plan(where, tfvars, override)
     # What an operator does after apply: save the output for `edgemesh` commands.
     topology_file = tmp / f"{name}-topology.json"
     topology_file.write_text(plan.output("topology"))
-    return ExamplePlan(name, plan, secrets, edge_addresses, load_topology(topology_file))
+    return ExamplePlan(
+        name,
+        plan,
+        secrets,
+        edge_addresses,
+        cp_addresses,
+        load_topology(topology_file),
+        tfvars.get("geoip_db_s3_uri"),
+    )
 
 
 @pytest.fixture(scope="module", params=["single-region", "multi-region"])
@@ -189,6 +235,9 @@ def test_example_outputs_a_topology_edgemesh_reads(example: ExamplePlan) -> None
         assert [e.url for e in r.edges] == [f"http://edge.{r.name}.{DOMAIN}"]
         assert r.control_plane is not None
         assert r.control_plane.url == f"http://cp.{r.name}.{DOMAIN}:8080"
+        # Bound on the private address, advertised at the Elastic IP.
+        assert r.control_plane.dns_host.startswith("10.")
+        assert r.control_plane.dns_public_address == example.control_plane_addresses[r.name]
 
 
 def test_gateway_urls_are_stable_dns_names_known_before_apply(example: ExamplePlan) -> None:
@@ -271,12 +320,19 @@ def test_edges_and_control_plane_run_their_commands(example: ExamplePlan) -> Non
         assert ["/opt/edgemesh/bin/pip", "install", "--no-cache-dir", "edgemesh==0.1.0"] in doc[
             "runcmd"
         ]
+    geoip = ["--geoip-db", GEOIP_PATH] if example.geoip_db_s3_uri else []
     for cp in control_planes:
         after = cp["change"]["after"]
         region = example.topology.region(_region_of(cp))
         doc = _cloud_init(after["user_data_base64"])
-        assert _unit_lines(doc, "ExecStart") == [
-            ["/opt/edgemesh/bin/edgemesh", "control-plane", *common, "--region", region.name]
+        [start] = _unit_lines(doc, "ExecStart")
+        assert start == [
+            "/opt/edgemesh/bin/edgemesh",
+            "control-plane",
+            *common,
+            "--region",
+            region.name,
+            *geoip,
         ]
         # The DNS listener's address in the topology is the instance's own address.
         assert region.control_plane is not None
@@ -317,6 +373,57 @@ def test_only_the_client_port_and_dns_are_open_to_the_world(example: ExamplePlan
     assert all(r["change"]["after"]["cidr_blocks"] == ["198.51.100.0/24"] for r in api)
 
 
+def test_control_planes_get_the_operators_geoip_database(example: ExamplePlan) -> None:
+    """With geoip_db_s3_uri set, each control plane fetches it and runs with --geoip-db;
+    without, no database, and the unit says every client gets the default region."""
+    parser = build_parser()
+    policies = example.plan.resources("aws_iam_role_policy", "geoip")
+    for cp in example.plan.resources("aws_instance", "control_plane"):
+        doc = _cloud_init(cp["change"]["after"]["user_data_base64"])
+        files = _files(doc)
+        [start] = _unit_lines(doc, "ExecStart")
+        # What `edgemesh control-plane` makes of its command line.
+        args = parser.parse_args(start[1:])
+        pre = [argv[0] for argv in _unit_lines(doc, "ExecStartPre")]
+        if example.geoip_db_s3_uri is None:
+            assert args.geoip_db is None
+            assert FETCH_GEOIP not in files and f"+{FETCH_GEOIP}" not in pre
+            unit = files["/etc/systemd/system/edgemesh.service"]
+            assert "every client gets the default region" in unit
+            continue
+        assert args.geoip_db == Path(GEOIP_PATH)
+        # Fetched before every start, after the secrets, by root (the `+` prefix).
+        assert pre == ["+/usr/local/libexec/edgemesh/fetch-secrets", f"+{FETCH_GEOIP}"]
+        script = files[FETCH_GEOIP]
+        assert f"src={GEOIP_URI}\n" in script and f"dest={GEOIP_PATH}\n" in script
+        assert 'aws s3 cp --only-show-errors --region "$region" "$src" "$dest.new"' in script
+    # Only control planes: edges and NATS servers run without it.
+    others = [
+        _cloud_init(r["change"]["after"]["user_data_base64"])
+        for r in example.plan.resources("aws_instance", "nats")
+    ] + [
+        _cloud_init(r["change"]["after"]["user_data"])
+        for r in example.plan.resources("aws_launch_template", "edge")
+    ]
+    for doc in others:
+        assert FETCH_GEOIP not in _files(doc)
+        assert not any("--geoip-db" in argv for argv in _unit_lines(doc, "ExecStart"))
+    # The instance role may read that one object, in every region, and nothing else in S3.
+    if example.geoip_db_s3_uri is None:
+        assert policies == []
+        return
+    assert len(policies) == len(example.topology.regions)
+    for p in policies:
+        statements = json.loads(p["change"]["after"]["policy"])["Statement"]
+        assert statements == [
+            {
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::edgemesh-test-geoip/maxmind/GeoLite2-City.mmdb",
+            }
+        ]
+
+
 def test_secrets_appear_in_no_output_and_no_user_data(example: ExamplePlan) -> None:
     values = [*json.loads(example.secrets.model_dump_json())["nats"].values()]
     values += [k.split(":", 1)[1] for k in example.secrets.api_keys]
@@ -341,28 +448,103 @@ def test_dns_delegates_the_zone_to_every_control_plane(example: ExamplePlan) -> 
     delegation = records[(zone, "NS")]["change"]["after"]
     assert sorted(delegation["records"]) == sorted(f"ns-{n}.{zone}" for n in names)
     for n in names:
-        assert (f"ns-{n}.{zone}", "A") in records  # glue
+        assert (f"ns-{n}.{zone}", "A") in records  # glue, checked below
         assert (f"edge.{n}.{DOMAIN}", "A") in records
         assert (f"cp.{n}.{DOMAIN}", "A") in records
     cnames = {name for (name, type_) in records if type_ == "CNAME"}
     assert cnames == {s.advertise_host for _, s in example.topology.servers()}
 
 
-def test_operators_cannot_open_monitoring_to_the_world(
-    tf: Terraform, initialized: set[str]
-) -> None:
+def _records_by_name(plan: Plan) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (r["change"]["after"]["name"], r["change"]["after"]["type"]): r
+        for r in plan.resources("aws_route53_record")
+    }
+
+
+def _expression_refs(module: dict[str, Any], kind: str, name: str, attr: str) -> set[str]:
+    if kind == "output":
+        expr = module["outputs"][name]["expression"]
+    else:
+        [res] = [r for r in module["resources"] if r["address"] == name]
+        expr = res["expressions"][attr]
+    return set(expr.get("references", []))
+
+
+def test_glue_is_the_elastic_ip_the_dns_server_advertises(example: ExamplePlan) -> None:
+    """Route 53's glue for ns-REGION.ZONE, the topology's dns_public_address and the
+    geo-DNS server's own answer are one address: the control plane's Elastic IP."""
+    zone = example.topology.dns.zone
+    records = _records_by_name(example.plan)
+    policy = ZonePolicy(example.topology)
+    for r in example.topology.regions:
+        assert r.control_plane is not None
+        advertised = r.control_plane.dns_public_address
+        assert advertised == example.control_plane_addresses[r.name]
+        glue = records[(f"ns-{r.name}.{zone}", "A")]["change"]["after"]
+        assert glue["records"] == [advertised]
+        # What the server itself answers (a resolver that trusts the child gets this).
+        question = Question(name_from_text(f"ns-{r.name}.{zone}"), int(RRType.A), 1)
+        answer = policy.answer(question, "192.0.2.1", {}, lambda _: None)
+        assert [str(rec.data) for rec in answer.answer] == [advertised]
+        apex = policy.answer(
+            Question(name_from_text(zone), int(RRType.NS), 1), "", {}, lambda _: None
+        )
+        assert (name_from_text(f"ns-{r.name}.{zone}"), advertised) in {
+            (rec.name, str(rec.data)) for rec in apex.additional
+        }
+    # The example takes that address from each region module's control_plane_public_ip
+    # (the override file only stands in for its value), which is the Elastic IP
+    # associated with the control-plane instance.
+    example_main = hcl2.loads((TERRAFORM_TREE / "examples" / example.name / "main.tf").read_text())
+    local_values = {k: v for block in example_main["locals"] for k, v in block.items()}
+    calls = example.plan.data["configuration"]["root_module"]["module_calls"]
+    if example.name == "multi-region":
+        assert local_values["control_plane_addresses"] == {
+            n: f"${{module.{n}.control_plane_public_ip}}" for n in example.topology.names
+        }
+        modules = [calls[n]["module"] for n in example.topology.names]
+    else:
+        assert local_values["control_plane_address"] == "${module.region.control_plane_public_ip}"
+        modules = [calls["region"]["module"]]
+    for m in modules:
+        assert "aws_eip.control_plane.public_ip" in _expression_refs(
+            m, "output", "control_plane_public_ip", ""
+        )
+        assoc = "aws_eip_association.control_plane"
+        assert "aws_eip.control_plane.id" in _expression_refs(m, "resource", assoc, "allocation_id")
+        assert "aws_instance.control_plane.id" in _expression_refs(
+            m, "resource", assoc, "instance_id"
+        )
+
+
+def test_the_real_wiring_plans_without_a_cycle(tf: Terraform, initialized: set[str]) -> None:
+    """Without the override of the Elastic IPs, the topology (an input of every region
+    module) takes the control planes' and edges' Elastic IPs from those modules' outputs:
+    Terraform plans it (no cycle), leaving what depends on them to apply time."""
+    where = "examples/multi-region"
+    _init_once(tf, initialized, where)
+    tfvars = _example_tfvars("multi-region", generate_secrets("ops"))
+    plan = tf.plan(where, tfvars, _offline_override(("eu", "us", "ap", "dns"), None))
+    assert plan.data["output_changes"]["topology"]["after_unknown"] is True
+    glue = [r["change"] for r in plan.resources("aws_route53_record", "glue")]
+    assert len(glue) == 3
+    assert all(g["after_unknown"].get("records") is True for g in glue)
+
+
+def test_bad_inputs_are_refused(tf: Terraform, initialized: set[str]) -> None:
+    """Monitoring open to the world, a GeoIP location that is not s3://BUCKET/KEY.mmdb."""
     where = "examples/single-region"
     _init_once(tf, initialized, where)
-    tfvars = {
-        "domain": DOMAIN,
-        "parent_zone_id": "Z0123456789ABCDEFGHIJ",
-        "secrets": _secrets_var(generate_secrets("ops")),
-        "availability_zones": ["eu-central-1a", "eu-central-1b"],
-        "ami_id": "ami-0123456789abcdef0",
-        "operator_cidrs": ["0.0.0.0/0"],
-    }
-    with pytest.raises(RuntimeError, match=r"never 0\.0\.0\.0/0"):
-        tf.plan(where, tfvars, _offline_override((None,), ["203.0.113.1", "203.0.113.2"]))
+    tfvars = _example_tfvars("single-region", generate_secrets("ops"))
+    tfvars["operator_cidrs"] = ["0.0.0.0/0"]
+    tfvars["geoip_db_s3_uri"] = "s3://edgemesh-test-geoip/GeoLite2-City.tar.gz"
+    addresses = {"edge_addresses": ["203.0.113.1", "203.0.113.2"]}
+    with pytest.raises(RuntimeError) as refused:
+        tf.plan(where, tfvars, _offline_override((None,), addresses))
+    message = " ".join(str(refused.value).split())
+    assert "never 0.0.0.0/0" in message
+    assert "The geoip_db_s3_uri must be null or s3://BUCKET/KEY.mmdb" in message
 
 
 def test_every_user_data_fits_the_ec2_limit(example: ExamplePlan) -> None:

@@ -118,3 +118,38 @@ monitor_port = 8222
 def test_answer_addresses_default_to_edge_ips() -> None:
     t = dev_topology()
     assert t.region("us").answer_addresses() == ("127.0.0.1",)
+
+
+def test_dns_public_address_defaults_to_the_dns_host() -> None:
+    cp = parse_topology(_doc()).region("eu").control_plane
+    assert cp is not None
+    assert cp.dns_public_address is None
+    assert cp.advertised_dns_host == cp.dns_host == "127.0.0.1"
+
+
+def test_dns_public_address_is_advertised_and_round_trips() -> None:
+    doc = _doc()
+    doc["regions"][0]["control_plane"]["dns_host"] = "10.10.0.10"
+    doc["regions"][0]["control_plane"]["dns_public_address"] = "2001:DB8::53"
+    t = parse_topology(doc)
+    cp = t.region("eu").control_plane
+    assert cp is not None
+    assert (cp.dns_host, cp.advertised_dns_host) == ("10.10.0.10", "2001:db8::53")
+    assert parse_topology(json.loads(t.to_json())) == t
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("ns.example.com", "is not an IP address"),
+        ("198.51.100.300", "is not an IP address"),
+        ("0.0.0.0", "unspecified address"),
+        ("::", "unspecified address"),
+    ],
+)
+def test_dns_public_address_must_be_a_reachable_ip(value: str, problem: str) -> None:
+    doc = _doc()
+    doc["regions"][1]["control_plane"]["dns_public_address"] = value
+    message = _error(doc)
+    assert "regions.1.control_plane.dns_public_address" in message
+    assert problem in message

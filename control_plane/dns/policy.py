@@ -3,8 +3,9 @@
 The zone (``topology.dns.zone``) holds:
 
 - the apex: SOA and NS (``ns-eu.ZONE``, ``ns-us.ZONE``, ... one per region with a
-  control plane, glue at that control plane's DNS host);
-- ``ns-REGION.ZONE``: A/AAAA of those DNS hosts;
+  control plane, glue at the address resolvers reach it at: its
+  ``dns_public_address``, else its ``dns_host``);
+- ``ns-REGION.ZONE``: A/AAAA of those addresses;
 - ``edge.ZONE``: A/AAAA of the usable region nearest to the client (great-circle
   distance); a client that cannot be located gets the configured default region,
   or the usable region nearest to it;
@@ -103,7 +104,7 @@ class ZonePolicy:
         for region in topology.regions:
             if region.control_plane is None:
                 continue
-            glue = _glue_address(region.control_plane.dns_host)
+            glue = _glue_address(region.control_plane.advertised_dns_host)
             # The same names the Terraform dns module delegates to (NS + glue).
             label = f"ns-{region.name}".encode()
             self._nameservers[label] = {

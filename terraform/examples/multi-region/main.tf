@@ -43,6 +43,16 @@ locals {
     ap = module.ap.edge_addresses
   }
 
+  # The control planes' Elastic IPs, also known only after apply: each geo-DNS server
+  # answers its own name (ns-REGION.ZONE) and the apex glue with this address, and the
+  # dns module's glue in Route 53 is the same value. No cycle: a module's outputs are
+  # separate graph nodes, and the Elastic IPs depend on nothing in the topology.
+  control_plane_addresses = {
+    eu = module.eu.control_plane_public_ip
+    us = module.us.control_plane_public_ip
+    ap = module.ap.control_plane_public_ip
+  }
+
   topology = {
     regions = [
       for name in local.order : {
@@ -69,9 +79,11 @@ locals {
           url       = "http://cp.${name}.${var.domain}:8080"
           bind_host = "0.0.0.0"
           # The DNS listener binds the instance's private address; the world reaches
-          # it at the Elastic IP the delegation's glue records give.
-          dns_host = cidrhost(cidrsubnet(local.regions[name].vpc_cidr, 4, 0), 10)
-          dns_port = 53
+          # it at the Elastic IP the delegation's glue records give, which is what the
+          # server advertises for itself.
+          dns_host           = cidrhost(cidrsubnet(local.regions[name].vpc_cidr, 4, 0), 10)
+          dns_port           = 53
+          dns_public_address = local.control_plane_addresses[name]
         }
         public_addresses = local.edge_addresses[name]
       }
@@ -97,6 +109,7 @@ module "eu" {
   certificate_arn    = lookup(var.certificate_arns, "eu", null)
   availability_zones = lookup(var.availability_zones, "eu", null)
   ami_id             = lookup(var.ami_ids, "eu", null)
+  geoip_db_s3_uri    = var.geoip_db_s3_uri
 
   peer_nats_cidrs          = [for ip in concat(module.us.nats_public_ips, module.ap.nats_public_ips) : "${ip}/32"]
   peer_control_plane_cidrs = [for ip in [module.us.control_plane_public_ip, module.ap.control_plane_public_ip] : "${ip}/32"]
@@ -115,6 +128,7 @@ module "us" {
   certificate_arn    = lookup(var.certificate_arns, "us", null)
   availability_zones = lookup(var.availability_zones, "us", null)
   ami_id             = lookup(var.ami_ids, "us", null)
+  geoip_db_s3_uri    = var.geoip_db_s3_uri
 
   peer_nats_cidrs          = [for ip in concat(module.eu.nats_public_ips, module.ap.nats_public_ips) : "${ip}/32"]
   peer_control_plane_cidrs = [for ip in [module.eu.control_plane_public_ip, module.ap.control_plane_public_ip] : "${ip}/32"]
@@ -133,6 +147,7 @@ module "ap" {
   certificate_arn    = lookup(var.certificate_arns, "ap", null)
   availability_zones = lookup(var.availability_zones, "ap", null)
   ami_id             = lookup(var.ami_ids, "ap", null)
+  geoip_db_s3_uri    = var.geoip_db_s3_uri
 
   peer_nats_cidrs          = [for ip in concat(module.eu.nats_public_ips, module.us.nats_public_ips) : "${ip}/32"]
   peer_control_plane_cidrs = [for ip in [module.eu.control_plane_public_ip, module.us.control_plane_public_ip] : "${ip}/32"]

@@ -8,6 +8,9 @@ provider "aws" {
 locals {
   # Known only after apply; everything else in the topology is known before.
   edge_addresses = module.region.edge_addresses
+  # The control plane's Elastic IP: what its geo-DNS server answers for its own name
+  # and what Route 53's glue says (module "dns" takes it from the topology).
+  control_plane_address = module.region.control_plane_public_ip
 
   topology = {
     regions = [{
@@ -31,10 +34,11 @@ locals {
         bind_host = "0.0.0.0"
       }]
       control_plane = {
-        url       = "http://cp.${var.region}.${var.domain}:8080"
-        bind_host = "0.0.0.0"
-        dns_host  = cidrhost(cidrsubnet(var.vpc_cidr, 4, 0), 10)
-        dns_port  = 53
+        url                = "http://cp.${var.region}.${var.domain}:8080"
+        bind_host          = "0.0.0.0"
+        dns_host           = cidrhost(cidrsubnet(var.vpc_cidr, 4, 0), 10)
+        dns_port           = 53
+        dns_public_address = local.control_plane_address
       }
       public_addresses = local.edge_addresses
     }]
@@ -57,6 +61,7 @@ module "region" {
   operator_cidrs     = var.operator_cidrs
   availability_zones = var.availability_zones
   ami_id             = var.ami_id
+  geoip_db_s3_uri    = var.geoip_db_s3_uri
 }
 
 module "dns" {

@@ -112,3 +112,9 @@ variable "ami_id" {
   type        = string
   default     = null
 }
+
+variable "geoip_db_s3_uri" {
+  description = "S3 URI (s3://BUCKET/KEY.mmdb) of a MaxMind City database you uploaded (GeoLite2-City or GeoIP2-City; MaxMind requires a licence, so none ships with edgemesh). Each control plane fetches it before it starts and locates clients with it. Null: every client gets the topology's default region, whatever its location."
+  type        = string
+  default     = null
+}

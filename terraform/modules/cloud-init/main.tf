@@ -7,12 +7,17 @@ locals {
   topology = var.topology
   this     = one([for r in local.topology.regions : r if r.name == var.region])
 
+  # Where the control plane keeps its copy of the operator's MaxMind City database.
+  geoip_db_path = "/var/lib/edgemesh/geoip/city.mmdb"
+
   common = {
     region            = var.region
     topology_json     = jsonencode(var.topology)
     edgemesh_version  = var.edgemesh_version
     secrets_parameter = var.secrets_parameter_name
     store_dir         = var.nats_store_dir
+    geoip_db_s3_uri   = var.geoip_db_s3_uri == null ? "" : var.geoip_db_s3_uri
+    geoip_db_path     = local.geoip_db_path
   }
 
   nats = [

@@ -12,3 +12,8 @@ output "control_plane" {
   description = "Cloud-init document (plain text) of the region's control-plane instance."
   value       = local.control_plane
 }
+
+output "geoip_db_path" {
+  description = "Path of the MaxMind City database on the control plane (the --geoip-db argument), or null when geoip_db_s3_uri is null."
+  value       = var.geoip_db_s3_uri == null ? null : local.geoip_db_path
+}

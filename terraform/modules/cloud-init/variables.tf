@@ -20,10 +20,11 @@ variable "topology" {
         bind_host = string
       }))
       control_plane = object({
-        url       = string
-        bind_host = string
-        dns_host  = string
-        dns_port  = number
+        url                = string
+        bind_host          = string
+        dns_host           = string
+        dns_port           = number
+        dns_public_address = string
       })
       public_addresses = list(string)
     }))
@@ -78,5 +79,16 @@ variable "nats_store_dir" {
   validation {
     condition     = can(regex("^/[A-Za-z0-9_./-]+$", var.nats_store_dir))
     error_message = "The nats_store_dir must be an absolute path of A-Z a-z 0-9 _ . - /."
+  }
+}
+
+variable "geoip_db_s3_uri" {
+  description = "S3 URI (s3://BUCKET/KEY.mmdb) of a MaxMind City database the operator supplies (MaxMind's licence forbids shipping one). The control plane fetches it to geoip_db_path before every start and runs with --geoip-db; null: no database, and geo-DNS sends every client to the topology's default region."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.geoip_db_s3_uri == null ? true : can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9_./+-]*\\.mmdb$", var.geoip_db_s3_uri))
+    error_message = "The geoip_db_s3_uri must be null or s3://BUCKET/KEY.mmdb: a MaxMind City database (GeoLite2-City.mmdb or GeoIP2-City.mmdb, extracted from MaxMind's .tar.gz) in an S3 bucket."
   }
 }

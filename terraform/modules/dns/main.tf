@@ -9,8 +9,16 @@ locals {
   # Only regions that are both in the topology and in var.regions.
   regions = { for r in local.topology.regions : r.name => r if contains(keys(var.regions), r.name) }
 
-  # In-bailiwick name servers need glue: their A records live in the parent zone.
-  name_servers = { for name in sort(keys(local.regions)) : "ns-${name}.${local.zone}" => var.regions[name].control_plane_address }
+  # In-bailiwick name servers need glue: their A records live in the parent zone. The
+  # geo-DNS server answers the same names itself from the topology (dns_public_address,
+  # else dns_host), and resolvers may prefer that answer, so the glue is the topology's
+  # address whenever it gives one: the parent and the child cannot disagree.
+  name_servers = {
+    for name in sort(keys(local.regions)) : "ns-${name}.${local.zone}" => coalesce(
+      local.regions[name].control_plane.dns_public_address,
+      var.regions[name].control_plane_address,
+    )
+  }
 
   url_host = "^https?://([^/:]+)"
   is_ip    = "^[0-9.]+$|:"
@@ -47,7 +55,7 @@ resource "aws_route53_record" "glue" {
 
   zone_id = var.parent_zone_id
   name    = each.key
-  type    = "A"
+  type    = length(regexall(":", each.value)) > 0 ? "AAAA" : "A"
   ttl     = var.ns_ttl
   records = [each.value]
 }

@@ -9,7 +9,7 @@ variable "parent_zone_id" {
 }
 
 variable "topology" {
-  description = "The deployment's shared topology (mesh/topology.py). Its dns.zone is delegated; the hosts of its edge URLs, control-plane URLs and NATS advertise_host names get records."
+  description = "The deployment's shared topology (mesh/topology.py). Its dns.zone is delegated to ns-REGION.ZONE, glued at each control plane's dns_public_address (the address the geo-DNS server itself answers for its name; null: the region's control_plane_address); the hosts of its edge URLs, control-plane URLs and NATS advertise_host names get records. Give dns_public_address in every control_plane (null when unused)."
   type = object({
     regions = list(object({
       name      = string
@@ -30,10 +30,11 @@ variable "topology" {
         bind_host = string
       }))
       control_plane = object({
-        url       = string
-        bind_host = string
-        dns_host  = string
-        dns_port  = number
+        url                = string
+        bind_host          = string
+        dns_host           = string
+        dns_port           = number
+        dns_public_address = string
       })
       public_addresses = list(string)
     }))
@@ -48,10 +49,15 @@ variable "topology" {
     condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.?$", lower(var.topology.dns.zone)))
     error_message = "The topology's dns.zone must be a DNS name with two or more labels (a subdomain of the parent zone)."
   }
+
+  validation {
+    condition     = alltrue([for r in var.topology.regions : r.control_plane.dns_public_address == null ? true : can(cidrhost("${r.control_plane.dns_public_address}/${length(regexall(":", r.control_plane.dns_public_address)) > 0 ? 128 : 32}", 0)) && !contains(["0.0.0.0", "::"], r.control_plane.dns_public_address)])
+    error_message = "A control_plane's dns_public_address must be null or an IPv4 or IPv6 address other than 0.0.0.0 and :: (it becomes the name server's glue record)."
+  }
 }
 
 variable "regions" {
-  description = "Per topology region: the edge load balancer's addresses, the control plane's public address (the name server), and the CNAME target of each NATS server in topology order (the region module's dns_records output)."
+  description = "Per topology region: the edge load balancer's addresses, the control plane's public address (its cp.REGION name, and the name server's glue when the topology gives no dns_public_address), and the CNAME target of each NATS server in topology order (the region module's dns_records output)."
   type = map(object({
     edge_addresses        = list(string)
     control_plane_address = string

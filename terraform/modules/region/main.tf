@@ -59,6 +59,7 @@ module "cloud_init" {
   region                 = var.region
   edgemesh_version       = var.edgemesh_version
   secrets_parameter_name = local.secrets_parameter_name
+  geoip_db_s3_uri        = var.geoip_db_s3_uri
 }
 
 ################################################################################
@@ -105,6 +106,22 @@ resource "aws_iam_role_policy" "node" {
   name   = "read-edgemesh-secrets"
   role   = aws_iam_role.node.id
   policy = data.aws_iam_policy_document.node.json
+}
+
+# The operator's MaxMind City database, fetched by the control plane: that one object.
+resource "aws_iam_role_policy" "geoip" {
+  count = var.geoip_db_s3_uri == null ? 0 : 1
+
+  name = "read-edgemesh-geoip-db"
+  role = aws_iam_role.node.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect   = "Allow"
+      Action   = "s3:GetObject"
+      Resource = "arn:${data.aws_partition.current.partition}:s3:::${trimprefix(var.geoip_db_s3_uri, "s3://")}"
+    }]
+  })
 }
 
 resource "aws_iam_role_policy_attachment" "ssm" {

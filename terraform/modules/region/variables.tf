@@ -13,7 +13,7 @@ variable "region" {
 }
 
 variable "topology" {
-  description = "The deployment's shared topology (mesh/topology.py; in HCL or jsondecode of the topology JSON), identical for every region; nodes get jsonencode(topology). Each region has one edge (the load balancer's URL; its port is the client port) and a control_plane whose dns_host is a private address in the region's first subnet (cidrsubnet(vpc_cidr, 4, 0))."
+  description = "The deployment's shared topology (mesh/topology.py; in HCL or jsondecode of the topology JSON), identical for every region; nodes get jsonencode(topology). Each region has one edge (the load balancer's URL; its port is the client port) and a control_plane whose dns_host is a private address in the region's first subnet (cidrsubnet(vpc_cidr, 4, 0)) and whose dns_public_address is the address resolvers reach its DNS server at (this module's control_plane_public_ip output), or null to advertise dns_host. Terraform 1.0 has no optional attributes: give dns_public_address in every control_plane, null when unused."
   type = object({
     regions = list(object({
       name      = string
@@ -34,10 +34,11 @@ variable "topology" {
         bind_host = string
       }))
       control_plane = object({
-        url       = string
-        bind_host = string
-        dns_host  = string
-        dns_port  = number
+        url                = string
+        bind_host          = string
+        dns_host           = string
+        dns_port           = number
+        dns_public_address = string
       })
       public_addresses = list(string)
     }))
@@ -56,6 +57,11 @@ variable "topology" {
   validation {
     condition     = alltrue([for r in var.topology.regions : alltrue([for s in r.nats : s.advertise_host != null && s.host == "0.0.0.0"])])
     error_message = "Every NATS server must bind host 0.0.0.0 and have an advertise_host (its stable DNS name): cloud nodes do not know their addresses in advance."
+  }
+
+  validation {
+    condition     = alltrue([for r in var.topology.regions : r.control_plane.dns_public_address == null ? true : can(cidrhost("${r.control_plane.dns_public_address}/${length(regexall(":", r.control_plane.dns_public_address)) > 0 ? 128 : 32}", 0)) && !contains(["0.0.0.0", "::"], r.control_plane.dns_public_address)])
+    error_message = "A control_plane's dns_public_address must be null or an IPv4 or IPv6 address other than 0.0.0.0 and :: (the name server's glue address)."
   }
 }
 
@@ -278,4 +284,15 @@ variable "control_plane_instance_type" {
   description = "Instance type of the control-plane instance."
   type        = string
   default     = "t3.small"
+}
+
+variable "geoip_db_s3_uri" {
+  description = "S3 URI (s3://BUCKET/KEY.mmdb) of a MaxMind City database the operator uploaded (a licence is needed; none ships with edgemesh). The instance role may read that one object; the control plane fetches it before every start and runs with --geoip-db. Null: no database, and geo-DNS sends every client to the topology's default region."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.geoip_db_s3_uri == null ? true : can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9_./+-]*\\.mmdb$", var.geoip_db_s3_uri))
+    error_message = "The geoip_db_s3_uri must be null or s3://BUCKET/KEY.mmdb: a MaxMind City database (GeoLite2-City.mmdb or GeoIP2-City.mmdb, extracted from MaxMind's .tar.gz) in an S3 bucket."
+  }
 }
