@@ -30,6 +30,11 @@ AP_LIMITS = {
     "EDGEMESH_RATE_STRIKE_WINDOW_S": "60",
     "EDGEMESH_MAX_MESSAGE_BYTES": "100",
     "EDGEMESH_MAX_FRAME_BYTES": "1000",
+    "EDGEMESH_MAX_NAME_BYTES": "10",
+    "EDGEMESH_MAX_MESSAGE_ID_BYTES": "8",
+    "EDGEMESH_MAX_REQUEST_ID_BYTES": "6",
+    "EDGEMESH_MESH_MAX_HISTORY_LIMIT": "5",
+    "EDGEMESH_MAX_TOKEN_TTL_S": "60",
 }
 US_LIMITS = {"EDGEMESH_MAX_MESSAGE_BYTES": "1500000", "EDGEMESH_MAX_FRAME_BYTES": "1600000"}
 
@@ -231,6 +236,68 @@ async def test_limit_boundaries_on_ap(edges: EdgeCluster) -> None:
     assert close == 4008
     assert [f["type"] for f in frames] == ["nack", "disconnect"]
     assert frames[1]["reason"] == "rate_limited"
+
+
+async def test_text_and_history_limit_boundaries_on_ap(edges: EdgeCluster) -> None:
+    """`name`, `message_id` and `id` lengths, and the largest history `limit` (frame
+    and REST), each at the ap edge's setting and one past it."""
+    await wait_connections(edges, "ap", 0)
+    key = {"Authorization": f"Bearer {edges.api_key}"}
+    async with (
+        WsClient.open(edges.ws_url("ap", edges.token("texts"))) as c,
+        httpx.AsyncClient(base_url=edges.url("ap"), timeout=20) as http,
+    ):
+        frame = {"type": "publish", "channel": "lens", "data": 0}
+        for field, top in (("name", 10), ("message_id", 8)):
+            reply = await c.request({**frame, field: "é" * (top // 2)})  # top bytes
+            assert reply["type"] == "ack", (field, reply)
+            reply = await c.request({**frame, field: "é" * (top // 2) + "x"})
+            assert reply["type"] == "nack" and reply["error"]["code"] == 40000, (field, reply)
+            # the REST body has the same limits
+            body = {"data": 1, field: "y" * (top + 1)}
+            r = await http.post("/v1/channels/lens/messages", json=body, headers=key)
+            assert r.status_code == 400 and r.json()["error"]["code"] == 40000, r.text
+            r = await http.post(
+                "/v1/channels/lens/messages", json={**body, field: "y" * top}, headers=key
+            )
+            assert r.status_code == 201, r.text
+        await c.send({"type": "ping", "id": "i" * 6})
+        assert await c.recv() == {"type": "pong", "id": "i" * 6}
+        await c.send({"type": "ping", "id": "i" * 7})
+        reply = await c.recv()
+        assert reply["type"] == "error" and reply["error"]["code"] == 40000, reply
+        assert reply.get("id") is None  # an id over the limit is not repeated
+        # history: 6 messages stored; limit 5 (the max) gives the oldest 5, limit 6 is 40000
+        for i in range(6):
+            r = await http.post("/v1/channels/hist/messages", json={"data": i}, headers=key)
+            assert r.status_code == 201, r.text
+        page = await c.request({"type": "history", "channel": "hist", "limit": 5})
+        assert page["type"] == "history_page", page
+        assert [m["data"] for m in page["messages"]] == [0, 1, 2, 3, 4]
+        reply = await c.request({"type": "history", "channel": "hist", "limit": 6})
+        assert reply["type"] == "error" and reply["error"]["code"] == 40000, reply
+        r = await http.get("/v1/channels/hist/messages", params={"limit": 5}, headers=key)
+        assert r.status_code == 200 and len(r.json()["messages"]) == 5, r.text
+        r = await http.get("/v1/channels/hist/messages", params={"limit": 6}, headers=key)
+        assert r.status_code == 400 and r.json()["error"]["code"] == 40000, r.text
+        assert (await c.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_token_ttl_boundaries(edges: EdgeCluster) -> None:
+    """`POST /v1/tokens`: ttl_s at max_token_ttl_s is minted, a bit more is 400 40000.
+    eu has the default (7 days), ap a setting of 60 s."""
+    key = {"Authorization": f"Bearer {edges.api_key}"}
+    for region, top in (("eu", 7 * 24 * 3600), ("ap", 60)):
+        async with httpx.AsyncClient(base_url=edges.url(region), timeout=20) as http:
+            before = time.time()
+            r = await http.post("/v1/tokens", json={"client_id": "t", "ttl_s": top}, headers=key)
+            assert r.status_code == 200, r.text
+            assert int(before) + top <= r.json()["expires_at"] <= time.time() + top
+            for over in (top + 1, top + 0.5):
+                r = await http.post(
+                    "/v1/tokens", json={"client_id": "t", "ttl_s": over}, headers=key
+                )
+                assert r.status_code == 400 and r.json()["error"]["code"] == 40000, r.text
 
 
 async def test_internal_error_is_50000(edges: EdgeCluster) -> None:
