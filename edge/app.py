@@ -123,8 +123,9 @@ def create_app(node: EdgeNode) -> FastAPI:
         doc = await json_body(request)
         node.metrics.publishes.inc()
         try:
+            limits = node.settings.limits
             data, name, message_id = check_publish_fields(
-                doc, node.settings.limits.max_message_bytes
+                doc, limits.max_message_bytes, limits=limits
             )
             future = node.submit(
                 Publication(channel, data, name, message_id, who.client_id, who.key_id)

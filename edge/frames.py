@@ -12,15 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.errors import EdgeError, ErrorCode, mesh_code
+from edge.limits import Limits
 from mesh.channels import validate_channel
 from mesh.cursor import Start, parse_start
 from mesh.errors import MeshError
 
 RequestId = str | int | None
 
-MAX_NAME_BYTES = 200
-MAX_MESSAGE_ID_BYTES = 128
-MAX_ID_BYTES = 128
+DEFAULT_LIMITS = Limits()
+# The defaults of the settings `max_name_bytes`, `max_message_id_bytes`, `max_request_id_bytes`.
+MAX_NAME_BYTES = DEFAULT_LIMITS.max_name_bytes
+MAX_MESSAGE_ID_BYTES = DEFAULT_LIMITS.max_message_id_bytes
+MAX_ID_BYTES = DEFAULT_LIMITS.max_request_id_bytes
 DEFAULT_HISTORY_LIMIT = 100
 
 
@@ -90,14 +93,14 @@ def encode_data(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _request_id(doc: dict[str, Any]) -> RequestId:
+def _request_id(doc: dict[str, Any], max_bytes: int) -> RequestId:
     rid = doc.get("id")
     if rid is None:
         return None
     if isinstance(rid, bool) or not isinstance(rid, str | int):
         raise FrameError(ErrorCode.BAD_REQUEST, "id must be a string or an integer")
-    if isinstance(rid, str) and len(rid.encode("utf-8")) > MAX_ID_BYTES:
-        raise FrameError(ErrorCode.BAD_REQUEST, f"id longer than {MAX_ID_BYTES} bytes")
+    if isinstance(rid, str) and len(rid.encode("utf-8")) > max_bytes:
+        raise FrameError(ErrorCode.BAD_REQUEST, f"id longer than {max_bytes} bytes")
     if isinstance(rid, int) and abs(rid) >= 2**53:
         raise FrameError(ErrorCode.BAD_REQUEST, "integer id beyond 2^53")
     return rid
@@ -133,9 +136,13 @@ def _optional_text(doc: dict[str, Any], key: str, limit: int, rid: RequestId) ->
 
 
 def check_publish_fields(
-    doc: dict[str, Any], max_message_bytes: int, rid: RequestId = None
+    doc: dict[str, Any],
+    max_message_bytes: int,
+    rid: RequestId = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[bytes, str | None, str | None]:
-    """(data, name, message_id) of a publish frame or REST body. Raises FrameError."""
+    """(data, name, message_id) of a publish frame or REST body; `name` and
+    `message_id` are checked against `limits`. Raises FrameError."""
     if "data" not in doc:
         raise FrameError(ErrorCode.BAD_REQUEST, "data is required", rid)
     data = encode_data(doc["data"])
@@ -145,25 +152,28 @@ def check_publish_fields(
             f"data is {len(data)} bytes, over max_message_bytes ({max_message_bytes})",
             rid,
         )
-    name = _optional_text(doc, "name", MAX_NAME_BYTES, rid)
-    message_id = _optional_text(doc, "message_id", MAX_MESSAGE_ID_BYTES, rid)
+    name = _optional_text(doc, "name", limits.max_name_bytes, rid)
+    message_id = _optional_text(doc, "message_id", limits.max_message_id_bytes, rid)
     return data, name, message_id
 
 
-def parse_frame(text: str | bytes, max_message_bytes: int, max_rewind: int) -> ClientFrame:
-    """Parse and validate one client frame. Raises FrameError (40000, 40001, 41300)."""
+def parse_frame(
+    text: str | bytes, max_message_bytes: int, max_rewind: int, limits: Limits = DEFAULT_LIMITS
+) -> ClientFrame:
+    """Parse and validate one client frame; the lengths of `id`, `name` and
+    `message_id` are checked against `limits`. Raises FrameError (40000, 40001, 41300)."""
     try:
         doc = parse_json(text)
     except ValueError as exc:
         raise FrameError(ErrorCode.BAD_REQUEST, f"not a JSON frame: {exc}") from None
     if not isinstance(doc, dict):
         raise FrameError(ErrorCode.BAD_REQUEST, "a frame must be a JSON object")
-    rid = _request_id(doc)
+    rid = _request_id(doc, limits.max_request_id_bytes)
     kind = doc.get("type")
     if kind == "publish":
         try:
             channel = _channel(doc, rid)
-            data, name, message_id = check_publish_fields(doc, max_message_bytes, rid)
+            data, name, message_id = check_publish_fields(doc, max_message_bytes, rid, limits)
         except FrameError as exc:
             exc.publish = True
             raise

@@ -31,6 +31,11 @@ class Limits:
     max_send_buffer_bytes: int = 1024 * 1024
     # Longest token life `POST /v1/tokens` mints.
     max_token_ttl_s: int = 7 * 24 * 3600
+    # Bytes of a publish's `name`, of its `message_id`, and of a frame's string `id`;
+    # over them: 40000 (a nack for a publish).
+    max_name_bytes: int = 200
+    max_message_id_bytes: int = 128
+    max_request_id_bytes: int = 128
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -161,8 +161,9 @@ class ClientSession:
     async def handle(self, text: str) -> None:
         node = self.node
         try:
+            limits = node.settings.limits
             frame = parse_frame(
-                text, node.settings.limits.max_message_bytes, node.settings.mesh.max_rewind
+                text, limits.max_message_bytes, node.settings.mesh.max_rewind, limits
             )
         except FrameError as exc:
             if exc.publish:

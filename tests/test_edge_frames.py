@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from edge import replies
 from edge.errors import EdgeError, ErrorCode
-from edge.frames import FrameError, Ping, Publish, Subscribe, parse_frame
+from edge.frames import FrameError, Ping, Publish, Subscribe, check_publish_fields, parse_frame
+from edge.limits import Limits
 from mesh.cursor import FromCursor, Live, Rewind
 from mesh.message import StoredMessage
 
@@ -161,3 +162,52 @@ def test_message_frame_embeds_data_and_is_valid_json() -> None:
     body = json.loads(page[4:])
     assert body["type"] == "history_page" and body["id"] == 4 and body["cursor"] == "C2"
     assert [m["cursor"] for m in body["messages"]] == ["C1", "C2"]
+
+
+# -- length limits of `id`, `name`, `message_id` at their boundaries ---------------
+
+
+def utf8_text(n: int) -> str:
+    """A string of exactly `n` UTF-8 bytes, mostly two-byte characters (bytes, not
+    characters, are counted)."""
+    return "é" * (n // 2) + "x" * (n % 2)
+
+
+@pytest.mark.parametrize(("field", "default"), [("name", 200), ("message_id", 128), ("id", 128)])
+@pytest.mark.parametrize(
+    "limits", [Limits(), Limits(max_name_bytes=7, max_message_id_bytes=5, max_request_id_bytes=3)]
+)
+def test_text_field_lengths_at_the_boundary(field: str, default: int, limits: Limits) -> None:
+    top = {
+        "name": limits.max_name_bytes,
+        "message_id": limits.max_message_id_bytes,
+        "id": limits.max_request_id_bytes,
+    }[field]
+    if limits == Limits():
+        assert top == default
+    frame = {"type": "publish", "channel": "c", "data": 1}
+    at = parse_frame(json.dumps({**frame, field: utf8_text(top)}), MAX, 1000, limits)
+    assert isinstance(at, Publish)
+    assert len(str(getattr(at, "id" if field == "id" else field)).encode()) == top
+    with pytest.raises(FrameError) as info:
+        parse_frame(json.dumps({**frame, field: utf8_text(top + 1)}), MAX, 1000, limits)
+    assert info.value.code == ErrorCode.BAD_REQUEST
+    # a publish's bad name or message_id is a nack carrying the request id; an id
+    # too long cannot be repeated, so the error carries none
+    assert info.value.publish == (field != "id")
+    if field != "id":
+        with pytest.raises(FrameError) as info:
+            parse_frame(
+                json.dumps({**frame, "id": 9, field: utf8_text(top + 1)}), MAX, 1000, limits
+            )
+        assert info.value.request_id == 9
+
+
+def test_text_field_limits_apply_to_rest_bodies() -> None:
+    limits = Limits(max_name_bytes=4, max_message_id_bytes=4)
+    doc = {"data": 1, "name": "abcd", "message_id": "wxyz"}
+    assert check_publish_fields(doc, MAX, limits=limits) == (b"1", "abcd", "wxyz")
+    for field in ("name", "message_id"):
+        with pytest.raises(FrameError) as info:
+            check_publish_fields({**doc, field: "abcde"}, MAX, limits=limits)
+        assert info.value.code == ErrorCode.BAD_REQUEST

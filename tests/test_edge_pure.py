@@ -149,6 +149,25 @@ def test_limits_from_env_and_validation() -> None:
     lim = Limits.from_env(env)
     assert lim.max_message_bytes == 10 and lim.publish_rate_per_s == 2.5
     assert Limits().max_message_bytes == 65536
+    texts = Limits.from_env(
+        {
+            "EDGEMESH_MAX_NAME_BYTES": "7",
+            "EDGEMESH_MAX_MESSAGE_ID_BYTES": "5",
+            "EDGEMESH_MAX_REQUEST_ID_BYTES": "3",
+            "EDGEMESH_MAX_TOKEN_TTL_S": "60",
+        }
+    )
+    assert (texts.max_name_bytes, texts.max_message_id_bytes, texts.max_request_id_bytes) == (
+        7,
+        5,
+        3,
+    )
+    assert texts.max_token_ttl_s == 60
+    defaults = Limits()
+    assert (defaults.max_name_bytes, defaults.max_message_id_bytes) == (200, 128)
+    assert (defaults.max_request_id_bytes, defaults.max_token_ttl_s) == (128, 7 * 24 * 3600)
+    with pytest.raises(ValueError, match="max_name_bytes"):
+        Limits(max_name_bytes=0)
     with pytest.raises(ValueError, match="EDGEMESH_MAX_CONNECTIONS"):
         Limits.from_env({"EDGEMESH_MAX_CONNECTIONS": "many"})
     with pytest.raises(ValueError):

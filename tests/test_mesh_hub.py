@@ -62,6 +62,18 @@ class Sink:
     def serials(self) -> list[str]:
         return [f["serial"] for f in self.frames]
 
+    async def until_data(self, value: object, within: float = 30.0) -> list[dict[str, str]]:
+        """Frames up to and including the first whose data is `value` (a sentinel
+        published after the others on the same route: what came before it has come)."""
+        deadline = time.monotonic() + within
+        while True:
+            for i, f in enumerate(self.frames):
+                if json.loads(f["data"]) == value:
+                    return self.frames[: i + 1]
+            left = deadline - time.monotonic()
+            assert left > 0, f"no frame with data {value!r} in {self.frames}"
+            await self.wait(len(self.frames) + 1, within=left)
+
 
 @dataclass
 class Region:
@@ -154,12 +166,14 @@ async def test_tricky_channel_names_are_isolated(mesh: dict[str, Region]) -> Non
         await mesh["us"].hub.subscribe(n, s, Live(), s.on_subscribed)
     for n in names:
         await mesh["eu"].publisher.submit(Publication(n, json.dumps(n).encode()))
-    for s in sinks.values():
-        await s.wait(1)
-    # Let any cross-talk arrive before checking there is none.
-    await asyncio.sleep(0.5)
+    # Then a sentinel per channel, from the same region: cross-talk (another channel's
+    # message reaching a sink) would have come before the sink's own sentinel.
+    for n in names:
+        await mesh["eu"].publisher.submit(Publication(n, json.dumps(["end", n]).encode()))
     for n, s in sinks.items():
-        assert [json.loads(f["data"]) for f in s.frames] == [n]
+        got = await s.until_data(["end", n])
+        assert [json.loads(f["data"]) for f in got] == [n, ["end", n]]
+        assert len(s.frames) == 2, s.frames
         await mesh["us"].hub.unsubscribe(n, s)
     with pytest.raises(ChannelError):
         await mesh["us"].hub.subscribe("a b", Sink(), Live(), lambda s: None)
@@ -208,9 +222,10 @@ async def test_slow_consumer_drops_are_repaired(
         sink = Sink()
         await hub.subscribe("firehose", sink, Live(), sink.on_subscribed)
         sent = await publish(mesh["eu"], "firehose", 400)
-        await sink.wait(400, within=60)
-        await asyncio.sleep(0.2)
-        assert sink.serials() == sent
+        # A sentinel after the 400: once it is in, any duplicate would have come too.
+        end = await mesh["eu"].publisher.submit(Publication("firehose", b'"end"'))
+        await sink.until_data("end", within=60)
+        assert sink.serials() == [*sent, end.serial]
         assert hub.counters.slow_consumer_drops > 0 and hub.counters.gaps_repaired > 0
         await hub.close()
     finally:
