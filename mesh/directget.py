@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import nats.errors
 from nats.aio.client import Client
@@ -113,6 +114,30 @@ class DirectReader:
         got = await self._request(stream, {"multi_last": [subject], "batch": 1}, channel)
         return got[-1][0] if got else None
 
+    async def since(
+        self, stream: str, subject: str, channel: str, since_ms: int, upto: int, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        """The messages of `subject` stored at or after `since_ms` with seq <= `upto`, and
+        whether there were more than `limit` of them (then the newest `limit`: those
+        nearest `upto`).
+
+        One batch direct get with ``start_time`` when they fit. (The server answers a
+        ``start_time`` later than every stored message from the stream's first message,
+        checked on 2.15.1: a reply starting before `since_ms` means there is none.)
+        """
+        if upto <= 0:
+            return [], False
+        body = {"start_time": rfc3339_ms(since_ms), "next_by_subj": subject, "batch": limit}
+        got = await self._request(stream, body, channel)
+        if not got or got[0][0].timestamp_ms < since_ms:
+            return [], False
+        run = [m for m, _ in got if m.seq <= upto]
+        last, pending = got[-1]
+        if len(got) < limit or last.seq >= upto or pending == 0:
+            return run, False
+        tail = await self.last_n(stream, subject, channel, limit, upto, limit)
+        return [m for m in tail if m.timestamp_ms >= since_ms], True
+
     async def holds(self, stream: str, subject: str, channel: str, seq: int) -> bool:
         """Whether the copy still holds the message `seq` of `subject`."""
         got = await self.pending_from(stream, subject, channel, seq)
@@ -174,6 +199,11 @@ class DirectReader:
         if start is None:
             return []
         return await self.range(stream, subject, channel, start[0].seq - 1, upto, batch)
+
+
+def rfc3339_ms(ms: int) -> str:
+    """A millisecond Unix time as RFC 3339 UTC (what ``start_time`` takes)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _parse_header_block(raw: bytes) -> dict[str, str]:

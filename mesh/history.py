@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import nats.errors
@@ -23,7 +24,8 @@ from mesh.cursor import Cursor, decode_cursor, encode_positions
 from mesh.directget import DirectReader
 from mesh.errors import CursorError
 from mesh.message import StoredMessage
-from mesh.recovery import merge_by_time
+from mesh.recovery import dedup_keys, lookbehind_start, merge_by_time
+from mesh.replay import keys_before
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.subjects import mirror_name, stored_subject, stream_name
@@ -50,15 +52,17 @@ def build_page(
     runs: list[list[StoredMessage]],
     limit: int,
     window_ms: int,
+    before: Mapping[str, int] | None = None,
 ) -> HistoryPage:
     """Merge per-origin runs (each the earliest messages after `after`) into one page. Pure.
 
-    A later copy of a message id already on the page (a publisher's retry in another
-    region within the dedup window) is left out but still moves the cursor past it.
+    A later copy of a message id already on the page, or in `before` (the ids, with
+    timestamps, of messages at or before `after`: earlier pages), within the dedup window
+    (a publisher's retry in another region) is left out but still moves the cursor past it.
     """
     taken = merge_by_time(runs)[:limit]
     positions = dict(after.positions)
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = dict(before or {})
     entries = []
     for m in taken:
         if m.seq > positions.get(m.origin, 0):
@@ -90,17 +94,46 @@ class History:
         top = self.settings.max_history_limit
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= top:
             raise CursorError(f"limit must be an integer from 1 to {top}")
-        start = Cursor() if after is None else decode_cursor(channel, after, self.regions)
-        runs = await asyncio.gather(
-            *(
-                self.reader.after(
-                    stream_name(o), stored_subject(o, token), channel, start.get(o), limit
-                )
-                for o in self.regions
-            )
-        )
+        cursor = Cursor() if after is None else decode_cursor(channel, after, self.regions)
         window_ms = int(self.settings.duplicate_window_s * 1000)
-        return build_page(channel, start, list(runs), limit, window_ms)
+        entries: list[HistoryEntry] = []
+        before: dict[str, int] | None = None
+        while True:
+            want = limit - len(entries)
+            runs = list(
+                await asyncio.gather(
+                    *(
+                        self.reader.after(
+                            stream_name(o), stored_subject(o, token), channel, cursor.get(o), want
+                        )
+                        for o in self.regions
+                    )
+                )
+            )
+            taken = merge_by_time(runs)[:want]
+            if before is None:
+                # Ids on earlier pages (at or before `after`) within the window of this
+                # page's: a copy of one of them (a retry in another region) is left out.
+                before = {}
+                since = lookbehind_start(taken, window_ms)
+                if since is not None:
+                    before, _ = await keys_before(
+                        self.reader,
+                        self.regions,
+                        token,
+                        channel,
+                        cursor,
+                        since,
+                        self.settings.dedup_lookbehind,
+                    )
+            page = build_page(channel, cursor, runs, want, window_ms, before)
+            entries += page.entries
+            if len(taken) < want or len(page.entries) == want:
+                return HistoryPage(entries, page.cursor)
+            # Copies were left out: fill the page from past them, so that a page is short
+            # (or empty) only at the end of the history.
+            before.update(dedup_keys(taken))
+            cursor = decode_cursor(channel, page.cursor, self.regions)
 
 
 @dataclass(frozen=True)

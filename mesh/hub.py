@@ -49,7 +49,7 @@ from mesh.recovery import (
     Gap,
     Verdict,
 )
-from mesh.replay import ChannelStore, Replay
+from mesh.replay import ChannelStore, Replay, keys_before
 from mesh.settings import MeshSettings
 from mesh.subjects import (
     live_wildcard,
@@ -85,6 +85,7 @@ class HubCounters:
     slow_consumer_drops: int = 0
     resyncs: int = 0
     sweeps: int = 0
+    lookbehind_capped: int = 0  # look-behinds for dedup keys that hit dedup_lookbehind
 
 
 class _Channel:
@@ -253,7 +254,21 @@ class ChannelHub:
             raise MeshUnavailable(f"cannot subscribe: {exc}") from None
         # An origin whose copy does not answer (None) is learnt from its first live message.
         baseline = await self.store.baseline(ch.name, ch.token)
-        ch.ledger = ChannelLedger(baseline, self._window_ms, self.settings.dedup_memory)
+        ledger = ChannelLedger(baseline, self._window_ms, self.settings.dedup_memory)
+        # Ids stored within the dedup window before the live point: a copy of one of them
+        # arriving live (a publisher's retry in another region) is not delivered again.
+        keys, capped = await keys_before(
+            self.store.local,
+            self.regions,
+            ch.token,
+            ch.name,
+            Cursor({o: s for o, s in baseline.items() if s}),
+            int(self.clock() * 1000) - self._window_ms,
+            self.settings.dedup_lookbehind,
+        )
+        self.counters.lookbehind_capped += capped
+        ledger.seed(keys)
+        ch.ledger = ledger
 
     async def _close_channel(self, ch: _Channel) -> None:
         ch.closed = True
@@ -408,6 +423,7 @@ class ChannelHub:
             assert cursor is not None
             replay = await self.store.after_cursor(ch.name, ch.token, cursor, live)
             frames, recovered = self._encode_replay(ch, replay), replay.recovered
+            self.counters.lookbehind_capped += replay.lookbehind_capped
             have = cursor.merged(replay.reach)
             floor = {r: s for r, s in have.positions.items() if s > live.get(r)}
             live = live.merged(have)

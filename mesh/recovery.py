@@ -94,6 +94,13 @@ class ChannelLedger:
             else:
                 break
 
+    def seed(self, keys: Mapping[str, int]) -> None:
+        """Remember dedup keys (with their timestamps) of messages stored before this
+        ledger's live point: a later copy of one of them is a duplicate."""
+        for key, ts in sorted(keys.items(), key=lambda kv: kv[1]):
+            if key not in self._seen:
+                self._remember(key, ts)
+
     def positions(self) -> dict[str, int]:
         """The known positions (the live point of this channel), unknown ones as 0."""
         return {r: s or 0 for r, s in self.delivered.items()}
@@ -104,9 +111,17 @@ def merge_by_time(per_origin: Iterable[Sequence[StoredMessage]]) -> list[StoredM
     return list(heapq.merge(*per_origin, key=lambda m: (m.timestamp_ms, m.origin, m.seq)))
 
 
-def drop_duplicates(messages: Iterable[StoredMessage], window_ms: int) -> list[StoredMessage]:
-    """`messages` without the later copies of a dedup key seen within `window_ms`."""
-    seen: dict[str, int] = {}
+def drop_duplicates(
+    messages: Iterable[StoredMessage],
+    window_ms: int,
+    before: Mapping[str, int] | None = None,
+) -> list[StoredMessage]:
+    """`messages` without the later copies of a dedup key seen within `window_ms`.
+
+    `before` holds the dedup keys (with their timestamps) of messages the reader already
+    has (at or before its cursor): a copy of one of those is dropped too.
+    """
+    seen: dict[str, int] = dict(before or {})
     out = []
     for m in messages:
         if m.dedup_key is not None:
@@ -116,6 +131,23 @@ def drop_duplicates(messages: Iterable[StoredMessage], window_ms: int) -> list[S
             seen[m.dedup_key] = m.timestamp_ms
         out.append(m)
     return out
+
+
+def dedup_keys(messages: Iterable[StoredMessage]) -> dict[str, int]:
+    """The dedup keys of `messages`, each with its newest timestamp."""
+    out: dict[str, int] = {}
+    for m in messages:
+        if m.dedup_key is not None and m.timestamp_ms >= out.get(m.dedup_key, m.timestamp_ms):
+            out[m.dedup_key] = m.timestamp_ms
+    return out
+
+
+def lookbehind_start(messages: Iterable[StoredMessage], window_ms: int) -> int | None:
+    """How far back (timestamp, ms) a message stored before `messages` can be a copy of
+    one of them: the earliest keyed message's time minus the window. None when no message
+    has a dedup key (nothing to look behind for)."""
+    times = [m.timestamp_ms for m in messages if m.dedup_key is not None]
+    return min(times) - window_ms if times else None
 
 
 def run_is_complete(after: int, run: Sequence[StoredMessage], upto: int, anchored: bool) -> bool:

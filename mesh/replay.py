@@ -17,7 +17,13 @@ from mesh.cursor import Cursor
 from mesh.directget import DirectReader, OriginReader
 from mesh.errors import CursorError, MeshUnavailable
 from mesh.message import StoredMessage
-from mesh.recovery import drop_duplicates, merge_by_time, run_is_complete
+from mesh.recovery import (
+    dedup_keys,
+    drop_duplicates,
+    lookbehind_start,
+    merge_by_time,
+    run_is_complete,
+)
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.subjects import mirror_name, stored_subject, stream_name
@@ -29,6 +35,44 @@ class Replay:
     before: Cursor  # the channel position just before the first message
     recovered: bool
     reach: Cursor  # how far the replay read, per origin
+    lookbehind_capped: bool = False  # more messages before the cursor than dedup_lookbehind
+
+
+async def keys_before(
+    reader: DirectReader,
+    regions: tuple[str, ...],
+    token: str,
+    channel: str,
+    cursor: Cursor,
+    since_ms: int,
+    cap: int,
+) -> tuple[dict[str, int], bool]:
+    """The dedup keys (with timestamps) of the messages at or before `cursor` stored
+    since `since_ms`, read from the local copies: at most `cap` messages per origin (the
+    newest), and whether an origin had more. An origin whose copy does not answer is
+    skipped (dedup is then best effort; the replay itself does not depend on it)."""
+    origins = [o for o in regions if cursor.get(o) > 0]
+    results = await asyncio.gather(
+        *(
+            reader.since(
+                stream_name(o), stored_subject(o, token), channel, since_ms, cursor.get(o), cap
+            )
+            for o in origins
+        ),
+        return_exceptions=True,
+    )
+    keys: dict[str, int] = {}
+    capped = False
+    for result in results:
+        if isinstance(result, MeshUnavailable):
+            continue
+        if isinstance(result, BaseException):
+            raise result
+        run, more = result
+        capped = capped or more
+        for key, ts in dedup_keys(run).items():
+            keys[key] = max(ts, keys.get(key, ts))
+    return keys, capped
 
 
 class ChannelStore:
@@ -169,8 +213,25 @@ class ChannelStore:
             if run:
                 reach[origin] = run[-1].seq
             runs.append(run)
-        merged = drop_duplicates(merge_by_time(runs), self._window_ms)
-        return Replay(merged, cursor, recovered, Cursor(reach))
+        merged = merge_by_time(runs)
+        # A message the client had at or before its cursor may come again as a copy
+        # stored in another region (a publisher's retry after a failover): look behind
+        # the cursor, within the dedup window, for the ids it already has.
+        before: dict[str, int] = {}
+        capped = False
+        since = lookbehind_start(merged, self._window_ms)
+        if since is not None:
+            before, capped = await keys_before(
+                self.local,
+                self.regions,
+                token,
+                channel,
+                cursor,
+                since,
+                self.settings.dedup_lookbehind,
+            )
+        merged = drop_duplicates(merged, self._window_ms, before)
+        return Replay(merged, cursor, recovered, Cursor(reach), capped)
 
     async def _anchored(self, channel: str, token: str, origin: str, after: int) -> bool:
         """Whether no message of the channel from `origin` after `after` can have been

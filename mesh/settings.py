@@ -27,6 +27,7 @@ class MeshSettings:
     resync_concurrency: int = 32
     mirror_stale_after_s: float = 5.0
     dedup_memory: int = 10_000
+    dedup_lookbehind: int = 1000
     pending_msgs_limit: int = 65_536
     replicas: int | None = None
 

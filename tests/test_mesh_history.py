@@ -5,9 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from control_plane.settings import ProbeSettings
 from mesh.cursor import Cursor, decode_cursor
 from mesh.history import build_page, mirror_status
 from mesh.message import StoredMessage
+from mesh.settings import MeshSettings
 
 REGIONS = ("eu", "us", "ap")
 
@@ -63,3 +65,16 @@ def test_mirror_staleness() -> None:
     s = mirror_status("eu", "EM_eu_IN_us", 12_000_000_000, 0, 5, 5.0)
     assert s.stale and s.active_s == 12.0
     assert mirror_status("eu", "x", None, 0, 0, 5.0).stale
+
+
+def test_a_retry_of_a_message_on_an_earlier_page_is_left_out() -> None:
+    stored = {"us": [msg("us", 9, 1500, "k:1"), msg("us", 10, 1600, "k:2")]}
+    before = {"k:1": 1000}  # eu:5 with the same id was on the previous page
+    page = build_page("c", Cursor({"eu": 5}), runs_after(stored, Cursor(), 1), 1, 120_000, before)
+    assert page.entries == []  # History.page then reads on from the cursor to fill the page
+    assert decode_cursor("c", page.cursor, REGIONS) == Cursor({"eu": 5, "us": 9})
+
+
+def test_the_edge_reports_a_stale_mirror_before_the_control_plane_acts_on_it() -> None:
+    """docs/mesh.md: two settings on purpose; the edge's report comes first."""
+    assert MeshSettings().mirror_stale_after_s < ProbeSettings().mirror_stale_s

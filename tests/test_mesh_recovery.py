@@ -11,7 +11,9 @@ from mesh.message import StoredMessage, parse_timestamp_ms
 from mesh.recovery import (
     ChannelLedger,
     Verdict,
+    dedup_keys,
     drop_duplicates,
+    lookbehind_start,
     merge_by_time,
     run_is_complete,
 )
@@ -44,6 +46,27 @@ def test_duplicate_key_across_origins_within_window() -> None:
     assert not led.accept(msg("us", 1, 0, ts=10_900, key="k:1"))  # retried elsewhere
     assert led.positions() == {"eu": 1, "us": 1}  # still advanced past it
     assert led.accept(msg("us", 2, 1, ts=20_000, key="k:1"))  # outside the window
+
+
+def test_seeded_keys_are_duplicates_within_the_window() -> None:
+    led = ChannelLedger({"eu": 3, "us": 0}, 1000, 100)
+    led.seed({"k:1": 10_000, "k:2": 5_000})
+    assert not led.accept(msg("us", 1, 0, ts=10_900, key="k:1"))  # retry of a stored one
+    assert led.accept(msg("us", 2, 1, ts=10_950, key="k:2"))  # stored too long before
+    assert led.duplicates == 1 and led.positions() == {"eu": 3, "us": 2}
+
+
+def test_drop_duplicates_of_what_the_reader_had_before() -> None:
+    a, b = msg("us", 1, 0, ts=10_500, key="k:1"), msg("us", 2, 1, ts=10_600, key="k:2")
+    assert drop_duplicates([a, b], 1000, {"k:1": 10_000}) == [b]
+    assert drop_duplicates([a, b], 100, {"k:1": 10_000}) == [a, b]  # outside the window
+
+
+def test_look_behind_keys_and_start() -> None:
+    ms = [msg("eu", 1, 0, ts=5, key="k"), msg("us", 1, 0, ts=9, key="k"), msg("eu", 2, 1, ts=3)]
+    assert dedup_keys(ms) == {"k": 9}
+    assert lookbehind_start(ms, 100) == 5 - 100  # the earliest keyed message
+    assert lookbehind_start([msg("eu", 2, 1, ts=3)], 100) is None  # nothing to dedup
 
 
 def test_dedup_memory_is_bounded() -> None:
@@ -94,6 +117,7 @@ def test_settings_validate() -> None:
     for bad in (
         {"max_age_s": 0.0},
         {"replay_batch": 0},
+        {"dedup_lookbehind": 0},
         {"replicas": 6},
         {"duplicate_window_s": 200.0, "max_age_s": 100.0},
     ):
@@ -103,6 +127,7 @@ def test_settings_validate() -> None:
             continue
         raise AssertionError(f"accepted {bad}")
     assert MeshSettings().replicas_for(1) == 1 and MeshSettings().replicas_for(5) == 3
+    assert MeshSettings(dedup_lookbehind=1).dedup_lookbehind == 1
 
 
 def test_settings_from_env() -> None:

@@ -20,10 +20,12 @@ from tests.edge_fixture import EdgeCluster, WsClient, start_edges
 
 RETENTION = 300  # messages per channel per origin, for the expired-cursor test
 SHORT = MeshSettings(max_msgs_per_channel=RETENTION)
+LOOKBEHIND = 5  # dedup_lookbehind, for the retry-after-failover tests
 ENV = {
     "EDGEMESH_PUBLISH_RATE_PER_S": "1000000",
     "EDGEMESH_PUBLISH_BURST": "1000000",
     "EDGEMESH_MESH_MAX_MSGS_PER_CHANNEL": str(RETENTION),
+    "EDGEMESH_MESH_DEDUP_LOOKBEHIND": str(LOOKBEHIND),
 }
 
 
@@ -194,3 +196,81 @@ async def test_bad_from_gets_a_clear_error_and_the_connection_stays(
         ok = await c.subscribe("recovery:errors")
         assert ok["type"] == "subscribed"
         json.dumps(ok)
+
+
+async def publish_id(edges: EdgeCluster, region: str, channel: str, message_id: str) -> Any:
+    async with WsClient.open(edges.ws_url(region, edges.token("payer"))) as pub:
+        ack = await pub.request(
+            {"type": "publish", "channel": channel, "data": message_id, "message_id": message_id}
+        )
+    assert ack["type"] == "ack", ack
+    return ack
+
+
+def seq(ack: dict[str, Any]) -> int:
+    return int(ack["serial"].split(":")[1])
+
+
+async def seen_then_retried(
+    supercluster: Supercluster, edges: EdgeCluster, ch: str, filler: int, tag: str
+) -> str:
+    """A subscriber in eu sees `<tag>-1` and `filler` messages after it, then goes away;
+    the publisher, failed over to us, retries `<tag>-1` there (stored again: a new serial)
+    and publishes `<tag>-2`. Returns the subscriber's cursor. (JetStream dedups ids per
+    stream, not per channel: each test uses its own ids.)"""
+    async with WsClient.open(edges.ws_url("eu", edges.token("sub"))) as sub:
+        await sub.subscribe(ch)
+        await publish_id(edges, "eu", ch, f"{tag}-1")
+        async with WsClient.open(edges.ws_url("eu", edges.token("p"))) as pub:
+            acks = await publish_many(pub, ch, "f", filler)
+        cursor: str = (await sub.messages(1 + filler))[-1]["cursor"]
+    retry = await publish_id(edges, "us", ch, f"{tag}-1")
+    assert retry["serial"].startswith("us:") and retry["duplicate"] is False
+    await publish_id(edges, "us", ch, f"{tag}-2")
+    await mirror_reaches(supercluster, "eu", "us", seq(acks[-1]))
+    return cursor
+
+
+async def test_a_retry_seen_before_the_cursor_is_not_delivered_again(
+    supercluster: Supercluster, edges: EdgeCluster
+) -> None:
+    """PROTOCOL: delivered once. The subscriber had `pay-1` (eu) before its cursor; its
+    retry stored in us is neither replayed nor delivered live, nor shown twice in history
+    paged one message at a time."""
+    ch = "recovery:retry"
+    # pay-1 is the LOOKBEHIND-th newest message at the cursor: just within the look-behind.
+    cursor = await seen_then_retried(supercluster, edges, ch, LOOKBEHIND - 1, "pay")
+    async with WsClient.open(edges.ws_url("us", edges.token("sub"))) as again:
+        await again.subscribe(ch, **{"from": {"cursor": cursor}})
+        assert [m["id"] for m in await again.messages(1)] == ["pay-2"]
+        # Live: retries of both in a third region are not delivered; a new message is.
+        in_ap = [await publish_id(edges, "ap", ch, i) for i in ("pay-1", "pay-2", "pay-3")]
+        assert all(a["serial"].startswith("ap:") and not a["duplicate"] for a in in_ap)
+        assert [m["id"] for m in await again.messages(1)] == ["pay-3"]
+    await mirror_reaches(supercluster, "us", "ap", 2)
+    ids: list[str] = []
+    after: str | None = None
+    async with WsClient.open(edges.ws_url("ap", edges.token("reader"))) as reader:
+        while True:
+            page = await reader.request(
+                {"type": "history", "channel": ch, "limit": 1} | ({"after": after} if after else {})
+            )
+            if not page["messages"]:
+                break
+            ids += [m["id"] for m in page["messages"]]
+            after = page["cursor"]
+    assert ids[0] == "pay-1" and ids[-2:] == ["pay-2", "pay-3"], ids
+    assert len(ids) == len(set(ids)) == LOOKBEHIND + 2, ids
+
+
+async def test_a_retry_beyond_the_look_behind_is_replayed(
+    supercluster: Supercluster, edges: EdgeCluster
+) -> None:
+    """The boundary of `dedup_lookbehind`: with one more message after `far-1`, the
+    look-behind (the newest LOOKBEHIND messages at the cursor) no longer reaches `far-1`,
+    and its retry is replayed (the documented limit)."""
+    ch = "recovery:retry-far"
+    cursor = await seen_then_retried(supercluster, edges, ch, LOOKBEHIND, "far")
+    async with WsClient.open(edges.ws_url("us", edges.token("sub"))) as again:
+        await again.subscribe(ch, **{"from": {"cursor": cursor}})
+        assert [m["id"] for m in await again.messages(2)] == ["far-1", "far-2"]
