@@ -175,6 +175,7 @@ class EdgeNode:
         drain = self.settings.drain
         deadline = time.monotonic() + drain.timeout_s
         sessions = list(self.sessions)
+        log.info("drain: %d connections, waiting for pending acks", len(sessions))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(*(s.idle() for s in sessions)),
@@ -183,10 +184,12 @@ class EdgeNode:
         regions = self._shutdown_fallbacks()
         for s in sessions:
             s.cut(reason, CloseCode.GOING_AWAY, fallback_regions=regions)
+        log.info("drain: disconnect sent to %d connections", len(sessions))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 self._no_sessions.wait(), timeout=max(0.0, deadline - time.monotonic())
             )
+        log.info("drain: done, %d connections left", len(self.sessions))
 
     def add_session(self, session: ClientSession) -> None:
         self.sessions.add(session)
@@ -203,6 +206,7 @@ class EdgeNode:
         return own + self.fallback_regions()
 
     async def stop(self) -> None:
+        log.info("stop: closing the mesh")
         for task in list(self._tasks):
             task.cancel()
         mesh, self.mesh = self.mesh, None
@@ -210,12 +214,16 @@ class EdgeNode:
             return
         with contextlib.suppress(Exception):
             await mesh.mirrors.stop()
+        log.info("stop: mirrors stopped")
         with contextlib.suppress(Exception):
             await mesh.publisher.close()
+        log.info("stop: publisher closed")
         with contextlib.suppress(Exception):
             await mesh.hub.close()
+        log.info("stop: hub closed")
         with contextlib.suppress(Exception):
             await mesh.nc.close()
+        log.info("stop: NATS closed")
 
     # -- region states from the control plane ----------------------------------------
 

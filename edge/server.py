@@ -9,11 +9,14 @@ A second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import re
 from types import FrameType
+from typing import Any
 
 import uvicorn
+import uvicorn.config
 
 from edge.app import create_app
 from edge.node import EdgeNode
@@ -56,6 +59,16 @@ class RedactTokens(logging.Filter):
         return True
 
 
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging config with timestamps (its default has none)."""
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["default"]["fmt"] = "%(asctime)s %(levelprefix)s %(message)s"
+    return config
+
+
 def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvicorn.Config:
     settings = node.settings
     return uvicorn.Config(
@@ -70,6 +83,7 @@ def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvic
         ws_ping_timeout=settings.heartbeat_interval_s,
         lifespan="on",
         log_level=log_level,
+        log_config=log_config(),
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain.timeout_s),
         backlog=4096,
@@ -77,7 +91,7 @@ def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvic
 
 
 def serve(node: EdgeNode, host: str, port: int, log_level: str = "warning") -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     config = uvicorn_config(node, host, port, log_level)  # this configures uvicorn's loggers
     logging.getLogger("uvicorn.error").addFilter(RedactTokens())
     EdgeServer(config, node).run()
