@@ -10,6 +10,7 @@ import pytest
 from nats.errors import NoServersError
 from nats.js.api import StreamConfig
 
+from mesh.process import wait_until
 from mesh.supercluster import Supercluster
 from tests.conftest import NatsClients, start_supercluster
 
@@ -132,9 +133,16 @@ async def test_three_server_region_survives_losing_one(tmp_path: Path) -> None:
             except transient:
                 await asyncio.sleep(0.1)
         assert info.state.messages == 20
-        # and the survivors still reach the other region
-        problems = await asyncio.to_thread(sc.formed_problems, None)
-        assert [p for p in problems if not p.startswith(victim) and victim not in p] == []
+        # and the survivors still reach the other region (a gateway that went to the
+        # victim reconnects to another eu server: wait for it)
+        problems: list[str] = []
+
+        def survivors_formed() -> bool:
+            nonlocal problems
+            problems = [p for p in sc.formed_problems(None) if victim not in p]
+            return not problems
+
+        assert await asyncio.to_thread(wait_until, survivors_formed, 60, 0.2), problems
     finally:
         await clients.close()
         await asyncio.to_thread(sc.stop)
