@@ -60,7 +60,16 @@ async def test_stream_in_cluster_eu_accepts_publishes_from_us(nats_client: NatsC
         )
     )
     assert info.cluster is not None and info.cluster.name == "eu"
-    ack = await js.publish("foundation.eu.x", b"from us")
+    # The stream's interest reaches us over the gateway asynchronously: until it has,
+    # a publish from us finds no responders. The msg id makes a retry idempotent.
+    for _ in range(200):
+        try:
+            ack = await js.publish("foundation.eu.x", b"from us", headers={"Nats-Msg-Id": "x1"})
+            break
+        except nats.errors.NoRespondersError:
+            await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the eu stream's subjects never became reachable from us")
     assert ack.stream == "FOUNDATION_EU" and ack.seq == 1
     msg = await js.get_msg("FOUNDATION_EU", 1)
     assert msg.data == b"from us"
