@@ -25,7 +25,10 @@ async def cancel_and_wait(
     """Cancel `tasks` and wait until each has ended, cancelling again every
     :data:`RECANCEL_S` in case a cancel was lost. Returns the tasks still running after
     `timeout_s` (empty when all ended). Never raises the tasks' exceptions; a cancel of
-    the caller itself propagates."""
+    the caller itself propagates. Meant for shutdown: a task whose own clean-up on
+    cancel takes longer than :data:`RECANCEL_S` is cancelled again inside it (a lost
+    cancel cannot be told from a slow clean-up: the task's ``cancelling()`` count
+    stays 1 either way)."""
     tasks = list(tasks)
     pending = {t for t in tasks if not t.done()}
     deadline = time.monotonic() + timeout_s
