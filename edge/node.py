@@ -27,6 +27,7 @@ from edge.metrics import EdgeMetrics, Sample
 from edge.session import ClientSession
 from edge.settings import EdgeSettings
 from edge.tokens import KeyRing
+from mesh.cancellation import cancel_and_wait
 from mesh.control import REGION_STATES, RegionState, RegionStates
 from mesh.errors import MeshError, MeshUnavailable
 from mesh.geo import fallback_order
@@ -82,6 +83,8 @@ class EdgeNode:
         self.region_states: RegionStates | None = None
         self.shutting_down = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Publishes (WebSocket and REST) waiting for their ack: a drain lets them finish.
+        self._unanswered: set[asyncio.Future[Ack]] = set()
         self._js_probe: tuple[float, bool, str | None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -170,23 +173,34 @@ class EdgeNode:
         log.warning("NATS error: %r", exc)
 
     async def drain(self, reason: str = "shutdown") -> None:
-        """Refuse new work, let pending publishes finish, tell every client to go, wait."""
+        """Refuse new work, let pending publishes finish, tell every client to go, wait.
+
+        Ends within ``drain.timeout_s``: acks are awaited up to the publish timeout (+1 s)
+        within that, and connections that have not gone by then are left to the server's
+        shutdown (which gives them ``drain.close_grace_s``).
+        """
         self.shutting_down = True
         drain = self.settings.drain
         deadline = time.monotonic() + drain.timeout_s
+        unanswered = set(self._unanswered)
+        log.info(
+            "drain: %d connections, waiting for %d unanswered publishes",
+            len(self.sessions),
+            len(unanswered),
+        )
+        if unanswered:
+            wait_acks = min(self.settings.mesh.publish_timeout_s + 1, drain.timeout_s)
+            await asyncio.wait(unanswered, timeout=wait_acks)
         sessions = list(self.sessions)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(s.idle() for s in sessions)),
-                timeout=self.settings.mesh.publish_timeout_s + 1,
-            )
         regions = self._shutdown_fallbacks()
         for s in sessions:
             s.cut(reason, CloseCode.GOING_AWAY, fallback_regions=regions)
+        log.info("drain: disconnect sent to %d connections", len(sessions))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 self._no_sessions.wait(), timeout=max(0.0, deadline - time.monotonic())
             )
+        log.info("drain: done, %d connections left", len(self.sessions))
 
     def add_session(self, session: ClientSession) -> None:
         self.sessions.add(session)
@@ -203,19 +217,34 @@ class EdgeNode:
         return own + self.fallback_regions()
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        """Close the mesh and NATS within ``drain.stop_timeout_s``: a step that overruns
+        what is left of it is abandoned (logged) so the process can still exit."""
+        deadline = time.monotonic() + self.settings.drain.stop_timeout_s
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        log.info("stop: closing the mesh")
+        if await cancel_and_wait(self._tasks, left()):
+            log.error("stop: background tasks did not end")
         mesh, self.mesh = self.mesh, None
         if mesh is None:
             return
-        with contextlib.suppress(Exception):
-            await mesh.mirrors.stop()
-        with contextlib.suppress(Exception):
-            await mesh.publisher.close()
-        with contextlib.suppress(Exception):
-            await mesh.hub.close()
-        with contextlib.suppress(Exception):
-            await mesh.nc.close()
+        steps: list[tuple[str, Callable[[float], Coroutine[Any, Any, None]]]] = [
+            ("mirror watch", mesh.mirrors.stop),
+            ("publisher", mesh.publisher.close),
+            ("hub", mesh.hub.close),
+            ("NATS", lambda _t: mesh.nc.close()),
+        ]
+        for name, close in steps:
+            task = asyncio.get_running_loop().create_task(close(left()))
+            done, _ = await asyncio.wait({task}, timeout=left())
+            if not done:
+                task.cancel()
+                log.error("stop: %s did not close in time; abandoned", name)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("stop: closing %s failed: %r", name, task.exception())
+        log.info("stop: done")
 
     # -- region states from the control plane ----------------------------------------
 
@@ -273,6 +302,8 @@ class EdgeNode:
                 f"message too large for the NATS servers (max_payload {self.mesh.nc.max_payload})",
             )
         future: asyncio.Future[Ack] = self.mesh.publisher.submit(pub)
+        self._unanswered.add(future)
+        future.add_done_callback(self._unanswered.discard)
         return future
 
     async def history_page(self, channel: str, limit: int, after: str | None) -> HistoryPage:

@@ -4,20 +4,34 @@ uvicorn's own shutdown closes WebSockets with 1012 before the app hears of it;
 the edge first tells every client where to go (`disconnect` with fallback regions),
 waits for pending acks and for clients to leave, and only then lets uvicorn stop.
 A second signal stops at once.
+
+Every phase has a limit (:class:`edge.settings.DrainSettings`), so the process ends
+within ``drain.exit_within_s`` of the first signal; should it still be running then
+(a bug), it exits at once with :data:`edge.settings.OVERRUN_EXIT_CODE`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import math
+import os
 import re
+import threading
+import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
+import uvicorn.config
 
 from edge.app import create_app
 from edge.node import EdgeNode
+from edge.settings import OVERRUN_EXIT_CODE
 from edge.wsprotocol import EdgeWebSocketProtocol
+
+log = logging.getLogger("edgemesh.edge")
 
 
 class EdgeServer(uvicorn.Server):
@@ -26,6 +40,7 @@ class EdgeServer(uvicorn.Server):
         self.node = node
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
+        self.signalled_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_requested:
@@ -33,13 +48,32 @@ class EdgeServer(uvicorn.Server):
             self.force_exit = True
             return
         self._drain_requested = True
+        self.signalled_at = time.monotonic()
+        bound = self.node.settings.drain.exit_within_s
+        deadline = threading.Timer(bound, _overrun, args=(bound,))
+        deadline.daemon = True
+        deadline.start()
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_requested and self._drain_task is None:
+            log.info("drain: starting, %.2f s after the signal", self.since_signal())
             self._drain_task = asyncio.get_running_loop().create_task(self.node.drain())
         if self._drain_task is not None and self._drain_task.done():
+            if not self._drain_task.cancelled() and self._drain_task.exception() is not None:
+                log.error("drain failed: %r", self._drain_task.exception())
             self.should_exit = True
         return await super().on_tick(counter)
+
+    def since_signal(self) -> float:
+        return 0.0 if self.signalled_at is None else time.monotonic() - self.signalled_at
+
+
+def _overrun(bound: float) -> None:
+    """The shutdown took longer than every limit together: don't hang, exit now."""
+    log.error("shutdown still running %.1f s after the signal; exiting now", bound)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(OVERRUN_EXIT_CODE)
 
 
 _TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+")
@@ -56,6 +90,16 @@ class RedactTokens(logging.Filter):
         return True
 
 
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging config with timestamps (its default has none)."""
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["default"]["fmt"] = "%(asctime)s %(levelprefix)s %(message)s"
+    return config
+
+
 def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvicorn.Config:
     settings = node.settings
     return uvicorn.Config(
@@ -70,14 +114,19 @@ def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvic
         ws_ping_timeout=settings.heartbeat_interval_s,
         lifespan="on",
         log_level=log_level,
+        log_config=log_config(),
         access_log=False,
-        timeout_graceful_shutdown=int(settings.drain.timeout_s),
+        # After the drain: how long connections and requests still open get to end.
+        timeout_graceful_shutdown=math.ceil(settings.drain.close_grace_s),
         backlog=4096,
     )
 
 
 def serve(node: EdgeNode, host: str, port: int, log_level: str = "warning") -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     config = uvicorn_config(node, host, port, log_level)  # this configures uvicorn's loggers
     logging.getLogger("uvicorn.error").addFilter(RedactTokens())
-    EdgeServer(config, node).run()
+    server = EdgeServer(config, node)
+    server.run()
+    if server.signalled_at is not None:
+        log.info("exit: %.2f s after the signal", server.since_signal())

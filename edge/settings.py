@@ -2,22 +2,69 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from edge.limits import Limits
 from mesh.settings import MeshSettings
 
+# uvicorn's 0.1 s ticks (one to start the drain, one to see it done), its 0.1 s pause
+# before shutting connections, and the interpreter's exit.
+EXIT_SLACK_S = 1.0
+
 
 @dataclass(frozen=True)
 class DrainSettings:
-    # How long clients get to take their `disconnect` and close before being cut.
+    """What a SIGTERM drain may take; each phase has its own limit (see docs/edge.md).
+
+    ``EDGEMESH_DRAIN_<FIELD>`` overrides a field (e.g. ``EDGEMESH_DRAIN_TIMEOUT_S=5``).
+    """
+
+    # How long clients get to take their `disconnect` and close before being cut; after
+    # the drain, also how long uvicorn waits for connections and requests to end.
     close_grace_s: float = 2.0
-    # How long a SIGTERM drain waits for connections to go before the process exits.
+    # The drain itself: pending acks answered, every client told to go, connections gone.
     timeout_s: float = 10.0
+    # Closing the mesh and NATS once the server has stopped.
+    stop_timeout_s: float = 5.0
     # `retry_after_ms` in the `disconnect` frames the edge sends.
     retry_after_ms: int = 500
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"drain {f.name} must be a positive number, not {value!r}")
+
+    @property
+    def exit_within_s(self) -> float:
+        """The longest a SIGTERM may take to end the process (each phase at its limit).
+        A process still running then exits at once with :data:`OVERRUN_EXIT_CODE`."""
+        return self.timeout_s + math.ceil(self.close_grace_s) + self.stop_timeout_s + EXIT_SLACK_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DrainSettings:
+        """Defaults overridden by ``EDGEMESH_DRAIN_<FIELD>``. Raises ValueError."""
+        values: dict[str, float | int] = {}
+        for f in fields(cls):
+            var = f"EDGEMESH_DRAIN_{f.name.upper()}"
+            raw = env.get(var)
+            if raw is None:
+                continue
+            try:
+                values[f.name] = int(raw) if f.name == "retry_after_ms" else float(raw)
+            except ValueError:
+                raise ValueError(f"{var}: not a number: {raw!r}") from None
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"EDGEMESH_DRAIN_*: {exc}") from None
+
+
+# The exit code of a process whose SIGTERM shutdown overran `exit_within_s`.
+OVERRUN_EXIT_CODE = 70
 
 
 @dataclass(frozen=True)
@@ -33,8 +80,9 @@ class EdgeSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
-        """Defaults with ``EDGEMESH_<LIMIT>`` overrides (see :class:`Limits`) and
-        ``EDGEMESH_MESH_<FIELD>`` ones (see :class:`MeshSettings`). Raises ValueError."""
+        """Defaults with ``EDGEMESH_<LIMIT>`` overrides (see :class:`Limits`),
+        ``EDGEMESH_MESH_<FIELD>`` ones (see :class:`MeshSettings`) and
+        ``EDGEMESH_DRAIN_<FIELD>`` ones (see :class:`DrainSettings`). Raises ValueError."""
         env = os.environ if env is None else env
         try:
             heartbeat = float(env.get("EDGEMESH_HEARTBEAT_INTERVAL_S", "15"))
@@ -43,5 +91,6 @@ class EdgeSettings:
         return cls(
             limits=Limits.from_env(env),
             mesh=MeshSettings.from_env(env),
+            drain=DrainSettings.from_env(env),
             heartbeat_interval_s=heartbeat,
         )

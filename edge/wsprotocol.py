@@ -73,6 +73,15 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         )
         self.transport.close()
 
+    def shutdown(self) -> None:
+        # uvicorn's server shutdown would cancel the abort timer of a close under way
+        # (close_now) and wait for a flush a peer that stopped reading never allows:
+        # keep the timer, it ends the connection within its grace.
+        if self.close_sent and self.close_timer is not None:
+            self.stop_keepalive()
+            return
+        super().shutdown()
+
     # -- RawSocket -------------------------------------------------------------
 
     def can_write(self) -> bool:

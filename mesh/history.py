@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
+from mesh.cancellation import cancel_and_wait
 from mesh.channels import channel_token
 from mesh.cursor import Cursor, decode_cursor, encode_positions
 from mesh.directget import DirectReader
@@ -223,9 +224,9 @@ class MirrorWatch:
                 await self.poll()
             await asyncio.sleep(self.interval_s)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop polling; gives up on the poller (logged) after `timeout_s`."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if await cancel_and_wait([self._task], timeout_s):
+                log.warning("mirror watch did not stop within %s s", timeout_s)
             self._task = None

@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 
+from mesh.cancellation import cancel_and_wait
 from mesh.channels import channel_token
 from mesh.cursor import (
     Cursor,
@@ -230,12 +231,9 @@ class ChannelHub:
             if ch is not None:
                 self._spawn(self._sweep(ch), f"sweep {ch.name}")
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    async def close(self, timeout_s: float = 2.0) -> None:
+        if await cancel_and_wait(self._tasks, timeout_s):
+            log.warning("hub tasks did not stop within %s s", timeout_s)
         for ch in list(self._channels.values()):
             await self._close_channel(ch)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -24,12 +24,15 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from mesh.cancellation import cancel_and_wait
 from mesh.channels import channel_token
 from mesh.errors import MeshUnavailable
 from mesh.message import H_CLIENT, H_DEDUP, H_ID, H_NAME, dedup_key, header_value
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.subjects import stored_subject
+
+log = logging.getLogger(__name__)
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 
@@ -216,10 +219,8 @@ class Publisher:
             if not p.future.done():
                 p.future.set_exception(MeshUnavailable("connection to NATS lost"))
 
-    async def close(self) -> None:
-        """Fail what is still queued and stop the writer."""
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Fail what is still queued and stop the writer (given up on after `timeout_s`)."""
         self._fail_all("publisher closed")
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        if self._writer is not None and await cancel_and_wait([self._writer], timeout_s):
+            log.warning("publisher writer did not stop within %s s", timeout_s)

@@ -212,6 +212,26 @@ def test_edge_settings_from_env_reads_limits_and_mesh_settings() -> None:
         EdgeSettings.from_env({"EDGEMESH_HEARTBEAT_INTERVAL_S": "soon"})
 
 
+def test_drain_settings_from_env_their_bound_and_boundaries() -> None:
+    from edge.settings import EXIT_SLACK_S, DrainSettings, EdgeSettings
+
+    d = EdgeSettings.from_env(
+        {"EDGEMESH_DRAIN_TIMEOUT_S": "4", "EDGEMESH_DRAIN_CLOSE_GRACE_S": "0.5"}
+    ).drain
+    assert (d.timeout_s, d.close_grace_s, d.stop_timeout_s, d.retry_after_ms) == (4, 0.5, 5, 500)
+    # the exit bound: every phase at its limit (uvicorn's wait is whole seconds)
+    assert d.exit_within_s == 4 + 1 + 5 + EXIT_SLACK_S
+    assert DrainSettings().exit_within_s == 10 + 2 + 5 + EXIT_SLACK_S
+    assert DrainSettings.from_env({"EDGEMESH_DRAIN_STOP_TIMEOUT_S": "0.001"}).stop_timeout_s > 0
+    for value in ("0", "-1", "inf", "nan"):
+        with pytest.raises(ValueError, match=r"EDGEMESH_DRAIN_.*stop_timeout_s"):
+            DrainSettings.from_env({"EDGEMESH_DRAIN_STOP_TIMEOUT_S": value})
+    with pytest.raises(ValueError, match="EDGEMESH_DRAIN_RETRY_AFTER_MS"):
+        DrainSettings.from_env({"EDGEMESH_DRAIN_RETRY_AFTER_MS": "0.5"})
+    with pytest.raises(ValueError, match="retry_after_ms"):
+        DrainSettings(retry_after_ms=0)
+
+
 def test_tokens_are_redacted_from_request_log_lines() -> None:
     import logging
 

@@ -5,31 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
 
 from mesh.subjects import mirror_name
-from mesh.supercluster import Supercluster
 from tests.conftest import NatsClients
-from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 from tests.test_recovery import publish_many
 
 ENV = {"EDGEMESH_PUBLISH_RATE_PER_S": "1000000", "EDGEMESH_PUBLISH_BURST": "1000000"}
 
 
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"), env=ENV)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+edges = edges_fixture(env=ENV)
 
 
 async def mirrored(nats_client: NatsClients, origin: str, region: str, seq: int) -> None:

@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 from mesh.channels import channel_token
 from mesh.directget import DirectReader
 from mesh.errors import ChannelError, MeshUnavailable
+from mesh.history import MirrorWatch
 from mesh.message import StoredMessage, decode_stored
 from mesh.publisher import Publication, Publisher, assign_message_id
 from mesh.replies import ReplyMux
@@ -263,3 +264,18 @@ async def test_republished_copies_chain_the_channel_sequences(
     assert (first.seq, first.last_seq) == (a.seq, 0)
     assert (second.seq, second.last_seq) == (b.seq, a.seq) and b.seq == a.seq + 2
     await pub.close()
+
+
+async def test_a_polling_mirror_watch_stops_even_when_a_cancel_meets_a_reply(
+    supercluster: Supercluster, streams: None, nats_client: NatsClients
+) -> None:
+    # A watch that polls without pause is nearly always waiting for a reply, so stop()
+    # often cancels it as one arrives: on Python 3.11 asyncio.wait_for (inside nats-py)
+    # then loses the cancel, and `cancel(); await task` waited forever (half the trials).
+    js = (await nats_client("us")).jetstream(timeout=5)
+    for trial in range(20):
+        watch = MirrorWatch(js, supercluster.topology, "us", SETTINGS, interval_s=0)
+        watch.start()
+        await asyncio.sleep(0.001 * (trial % 7))
+        await watch.stop(timeout_s=30)
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "mirror-watch"], trial

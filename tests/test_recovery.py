@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from mesh.streams import ensure_streams
 from mesh.subjects import mirror_name
 from mesh.supercluster import Supercluster
 from tests.conftest import NatsClients
-from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 
 RETENTION = 300  # messages per channel per origin, for the expired-cursor test
 SHORT = MeshSettings(max_msgs_per_channel=RETENTION)
@@ -29,15 +28,7 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"), env=ENV)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+edges = edges_fixture(env=ENV)
 
 
 async def publish_many(pub: WsClient, channel: str, tag: str, n: int) -> list[dict[str, Any]]:

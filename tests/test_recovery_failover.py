@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import nats.errors
-import pytest
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
@@ -19,22 +18,14 @@ from mesh.settings import MeshSettings
 from mesh.subjects import mirror_name
 from mesh.supercluster import Supercluster
 from tests.conftest import NatsClients
-from tests.edge_fixture import EdgeCluster, WsClient, start_edges
+from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 from tests.test_recovery import publish_many
 
 ENV = {"EDGEMESH_PUBLISH_RATE_PER_S": "1000000", "EDGEMESH_PUBLISH_BURST": "1000000"}
 SETTLE_S = 30.0  # the longest the mirror may take to copy what eu acked (generous: 2 busy cores)
 
 
-@pytest.fixture(scope="module")
-def edges(
-    supercluster: Supercluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EdgeCluster]:
-    cluster = start_edges(supercluster, tmp_path_factory.mktemp("edges"), env=ENV)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+edges = edges_fixture(env=ENV)
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
