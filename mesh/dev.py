@@ -43,6 +43,9 @@ COMPONENTS = (
 )
 
 
+CHILD_STOP_TIMEOUT_S = 30.0
+
+
 @dataclass
 class Child:
     name: str
@@ -191,7 +194,9 @@ class DevDeployment:
 
     def shutdown(self) -> None:
         for child in reversed(self.children):
-            child.process.stop()
+            # An edge drains its clients first (bounded by its drain settings, 18 s by
+            # default): give it that long before SIGKILL.
+            child.process.stop(timeout=CHILD_STOP_TIMEOUT_S)
         if self.supercluster is not None:
             self.supercluster.stop()
         if self.state_file is not None:
