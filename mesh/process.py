@@ -80,11 +80,17 @@ class ManagedProcess:
             return
         if self.proc.poll() is None:
             self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.proc.wait()
+            self.wait_or_kill(timeout)
+
+    def wait_or_kill(self, timeout: float) -> None:
+        """Wait up to `timeout` for the child to exit (after a signal), then SIGKILL it."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
 
     def kill(self) -> None:
         """SIGKILL: a crash, for failure tests."""
