@@ -75,8 +75,8 @@ class Fanout(Protocol):
     The hot path of delivery costs a write per sink, and every Python object touched
     per sink costs too (mostly cache misses, at 50 ms between messages). So the hub
     asks :meth:`prepare` for what :meth:`write` needs to reach a channel's sinks
-    (e.g. their transports) once, whenever the channel's sinks change, and calls
-    :meth:`write` once per message. A sink the hub delivers to must take every frame
+    (e.g. their transports) at the first message after the channel's sinks changed,
+    and calls :meth:`write` once per message. A sink the hub delivers to must take every frame
     that ``write`` is given for it: a sink that must not get more leaves the hub
     (:meth:`ChannelHub.drop_sink`, safe to call from inside ``write``). ``write``
     must not let one sink's failure starve the others.
@@ -116,6 +116,7 @@ class _Channel:
         "name",
         "prepared",
         "sinks",
+        "stale",
         "sub",
         "token",
     )
@@ -126,8 +127,11 @@ class _Channel:
         self.lock = asyncio.Lock()
         self.ledger: ChannelLedger | None = None
         self.sinks: set[Sink] = set()
+        # The sinks as delivered to, rebuilt from `sinks` at the first delivery after they
+        # changed (`stale`): a burst of subscribes costs one rebuild, not one each.
         self.fanout: tuple[Sink, ...] = ()
         self.prepared: Any = None  # Fanout.prepare(fanout), when the hub has a Fanout
+        self.stale = False
         # Sinks that resumed ahead of this hub's live point: per origin, the seq they have.
         self.floors: dict[Sink, dict[str, int]] = {}
         self.sub: Subscription | None = None
@@ -302,14 +306,15 @@ class ChannelHub:
         if sink in ch.sinks:
             ch.sinks.discard(sink)
             ch.floors.pop(sink, None)
-            self._set_fanout(ch)
+            ch.stale = True
         names = self._sink_channels.get(sink)
         if names is not None:
             names.discard(ch.name)
             if not names:
                 del self._sink_channels[sink]
 
-    def _set_fanout(self, ch: _Channel) -> None:
+    def _rebuild_fanout(self, ch: _Channel) -> None:
+        ch.stale = False
         ch.fanout = tuple(ch.sinks)
         ch.prepared = self.fanout.prepare(ch.fanout) if self.fanout is not None else None
 
@@ -352,6 +357,8 @@ class ChannelHub:
     def _deliver(self, ch: _Channel, m: StoredMessage) -> None:
         assert ch.ledger is not None
         frame = self.encoder(m, encode_positions(ch.name, ch.ledger.positions()))
+        if ch.stale:
+            self._rebuild_fanout(ch)
         sinks = ch.fanout
         if ch.floors:
             sinks = self._past_floors(ch, m)
@@ -470,7 +477,7 @@ class ChannelHub:
         if floor:
             ch.floors[sink] = floor
         self._sink_channels.setdefault(sink, set()).add(ch.name)
-        self._set_fanout(ch)
+        ch.stale = True
         try:
             on_subscribed(Subscribed(encode_positions(ch.name, live.positions), recovered, frames))
         except BaseException:

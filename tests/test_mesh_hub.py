@@ -226,8 +226,10 @@ class SinksFanout:
         self.hub: ChannelHub | None = None
         self.drop_after: Sink | None = None
         self.writes = 0
+        self.prepares = 0
 
     def prepare(self, sinks: tuple[HubSink, ...]) -> tuple[HubSink, ...]:
+        self.prepares += 1
         return sinks
 
     def write(self, frame: bytes, sinks: tuple[HubSink, ...]) -> None:
@@ -244,7 +246,8 @@ async def test_fanout_never_reaches_a_dropped_sink(
     supercluster: Supercluster, mesh: dict[str, Region]
 ) -> None:
     """With a Fanout, a sink dropped while it is told it is subscribed, or from inside
-    the fan-out, gets nothing more; the others get everything."""
+    the fan-out, gets nothing more; the others get everything. The hub prepares the
+    fan-out at the first message after its sinks changed, not at each change."""
     topo = supercluster.topology
     nc = await connect_region(topo, supercluster.secrets, "us", "edge", "fanout")
     try:
@@ -267,6 +270,7 @@ async def test_fanout_never_reaches_a_dropped_sink(
         assert cut.serials() == sent[:1]
         assert gone.frames == [] and len(gone.subscribed) == 1
         assert fanout.writes == 3
+        assert fanout.prepares == 2  # at the first message, and after `cut` left
         assert hub.subscription_count() == 1
         await hub.close()
     finally:
