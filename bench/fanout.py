@@ -1,13 +1,16 @@
 """Fan-out benchmark: 1 publisher, N subscribers on two regions' edges, fixed publish rates.
 
     python bench/fanout.py [--subscribers 1000] [--rates 5,20,50] [--duration 10] [--size 100]
+                           [--repeat 1]
 
 Starts a local supercluster (regions eu and us, one nats-server each) and one real edge
 per region (``edgemesh edge`` processes), connects the subscribers (half to each edge)
 as lightweight raw WebSocket clients, publishes `size`-byte messages from one client in
 eu at each rate, and prints per rate: deliveries/s, end-to-end latency p50/p99/max,
-lost deliveries, and server CPU (user+sys of the edge and nats-server processes)
-per delivery. Everything it starts is stopped at the end.
+lost deliveries, and server CPU (user+sys of the edge and nats-server processes, over
+the measured window only: from the first publish until the last delivery and ack)
+per delivery. With ``--repeat N`` the rates are run N times over the same setup and a
+summary gives the median and the spread. Everything it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import json
 import os
 import secrets
+import statistics
 import struct
 import sys
 import tempfile
@@ -226,6 +230,22 @@ async def run_rate(
     }
 
 
+def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
+    """Median [min-max] over the trials of each rate."""
+
+    def spread(rs: list[dict[str, float]], key: str) -> str:
+        values = sorted(r[key] for r in rs)
+        return f"{statistics.median(values):.2f} [{values[0]:.2f}-{values[-1]:.2f}]"
+
+    for rate, rs in results.items():
+        cpu = spread(rs, "cpu_us_per_delivery")
+        print(
+            f"{rate:>6} msg/s, {len(rs)} trials: CPU us/delivery {cpu}, minus idle "
+            f"{spread(rs, 'minus_idle')}, edges only {spread(rs, 'edge_us_per_delivery')}, "
+            f"p99 ms {spread(rs, 'p99_ms')}, lost {int(sum(r['lost'] for r in rs))}"
+        )
+
+
 async def bench(args: argparse.Namespace) -> None:
     import uvloop  # noqa: F401  (the client side runs on uvloop too, see main)
 
@@ -234,11 +254,15 @@ async def bench(args: argparse.Namespace) -> None:
         topology = local_topology(FreePorts(), 1, 1, regions)
         sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
         sc.start(60)
-        edges = EdgeCluster(sc, Path(tmp) / "edges", env={"EDGEMESH_LOG_LEVEL": "warning"})
+        # The edges' default log level (the tests' fixture runs them at info).
+        edges = EdgeCluster(sc, Path(tmp) / "edges", log_level="warning")
         try:
             edges.start()
-            pids = [p.process.pid for p in edges.edges.values()]  # edges first
-            pids += [h.process.pid for h in sc.servers.values()]
+            # The server processes: the edges first, then the nats-servers.
+            procs = [p.process for p in edges.edges.values()]
+            procs += [h.process for h in sc.servers.values()]
+            pids = [pid for pid in (p.pid for p in procs) if pid is not None]
+            assert len(pids) == len(procs) == 4
             stats = Stats()
             loop = asyncio.get_running_loop()
             subs: list[Subscriber] = []
@@ -260,20 +284,24 @@ async def bench(args: argparse.Namespace) -> None:
                 f"{'msg/s':>6} {'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
                 f"{'lost':>5} {'CPU us/deliv':>12} {'minus idle':>10} {'edges only':>10}"
             )
-            print(head)
             cpu0 = cpu_seconds(pids)
             await asyncio.sleep(args.duration)
             idle_per_s = (cpu_seconds(pids) - cpu0) / args.duration
             print(
                 f"idle server CPU with the subscribers connected: {idle_per_s * 100:.1f}% of a core"
+                f"; load average {os.getloadavg()[0]:.1f}"
             )
-            for rate in args.rates:
+            print(head)
+            results: dict[int, list[dict[str, float]]] = {rate: [] for rate in args.rates}
+            for rate in [rate for _ in range(args.repeat) for rate in args.rates]:
                 r = await run_rate(edges, subs, stats, rate, args.duration, args.size, pids)
+                r["minus_idle"] = r["cpu_us_per_delivery"] - idle_us(r, idle_per_s)
+                results[rate].append(r)
                 print(
                     f"{rate:>6} {r['deliveries_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
                     f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {int(r['lost']):>5} "
                     f"{r['cpu_us_per_delivery']:>12.2f} "
-                    f"{r['cpu_us_per_delivery'] - idle_us(r, idle_per_s):>10.2f} "
+                    f"{r['minus_idle']:>10.2f} "
                     f"{r['edge_us_per_delivery']:>10.2f}",
                     flush=True,
                 )
@@ -281,6 +309,9 @@ async def bench(args: argparse.Namespace) -> None:
                     print(f"  acks missing: {int(r['acks_missing'])}; edge log tails:")
                     for p in edges.edges.values():
                         print(f"  {p.edge.name}: {p.process.log_tail(8)}")
+            print(f"load average {os.getloadavg()[0]:.1f}")
+            if args.repeat > 1:
+                print_summary(results)
             for s in subs:
                 if s.transport is not None:
                     s.transport.close()
@@ -295,6 +326,7 @@ def main() -> None:
     p.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[5, 20, 50])
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--size", type=int, default=100)
+    p.add_argument("--repeat", type=int, default=1, help="run the rates this many times")
     args = p.parse_args()
     import uvloop
 

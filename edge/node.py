@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 
 from edge import replies
 from edge.errors import CloseCode, EdgeError, ErrorCode, mesh_code
+from edge.fanout import TransportFanout
 from edge.metrics import EdgeMetrics, Sample
 from edge.session import ClientSession
 from edge.settings import EdgeSettings
@@ -133,6 +134,7 @@ class EdgeNode:
             settings,
             replies.message_frame,
             on_delivery_lag=self.metrics.delivery_lag_seconds.observe,
+            fanout=TransportFanout(self.settings.limits.max_send_buffer_bytes),
         )
         mirrors = MirrorWatch(js, self.topology, self.region, settings)
         mirrors.start()

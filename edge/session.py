@@ -64,7 +64,8 @@ class ClientSession:
         self._max_buffer = limits.max_send_buffer_bytes
         self._rate = PublishRateGuard(limits, time.monotonic())
         self._expiry: asyncio.TimerHandle | None = None
-        self._transport = socket.transport
+        self.transport = socket.transport  # what edge.fanout writes to
+        socket.on_over_limit = self._over_limit
 
     # -- the hub's sink (hot path) ---------------------------------------------------
 
@@ -74,13 +75,18 @@ class ClientSession:
         Replies go this way too: a client that sends requests without reading the
         answers is cut off like any slow consumer.
         """
-        t = self._transport
+        t = self.transport
         if self.closing or t.is_closing():
             return
         t.write(frame)
         if t.get_write_buffer_size() > self._max_buffer:
-            self.node.metrics.slow_consumers.inc()
-            self.cut("slow_consumer", CloseCode.TRY_AGAIN_LATER)
+            self._over_limit()
+
+    def _over_limit(self) -> None:
+        if self.closing:
+            return
+        self.node.metrics.slow_consumers.inc()
+        self.cut("slow_consumer", CloseCode.TRY_AGAIN_LATER)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -121,8 +127,9 @@ class ClientSession:
         regions = self.node.fallback_regions() if fallback_regions is None else fallback_regions
         frame = replies.disconnect(reason, reconnect, drain.retry_after_ms, regions)
         self.socket.close_now(code, reason, drain.close_grace_s, before=frame)
-        # Called from inside the hub's fan-out loop too: leave the hub after it.
-        asyncio.get_running_loop().call_soon(self.node.hub_drop, self)
+        # Leave the hub now: the fan-out writes to the hub's sinks without asking them
+        # (safe from inside the fan-out loop too: it goes on over its own snapshot).
+        self.node.hub_drop(self)
 
     async def run(self, receive: Receive) -> str:
         """Handle frames until the connection ends. Returns the disconnect reason."""

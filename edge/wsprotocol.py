@@ -13,6 +13,7 @@ the library's 1009.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -35,6 +36,9 @@ class RawSocket(Protocol):
     """
 
     transport: asyncio.Transport
+    # Set by the connection's owner: called when a write leaves more than the send
+    # buffer limit waiting (see edge.fanout).
+    on_over_limit: Callable[[], None] | None
 
     def can_write(self) -> bool: ...
 
@@ -44,6 +48,13 @@ class RawSocket(Protocol):
 
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
+    on_over_limit: Callable[[], None] | None = None
+
+    def over_limit(self) -> None:
+        """The connection's write buffer is over its limit (edge.fanout calls this)."""
+        if self.on_over_limit is not None:
+            self.on_over_limit()
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)

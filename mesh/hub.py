@@ -5,7 +5,8 @@ One hub per edge process. A channel with local subscribers has one NATS subscrip
 (``em.live.*.<token>``); its messages are handled in order by that subscription's
 callback under the channel's lock, which also serializes subscribes (replay + join) with
 live delivery. Every message is encoded once, by the edge's encoder, and the same bytes
-are handed to every local sink.
+are handed to every local sink: by the edge's :class:`Fanout` when it gives one (one call
+per message for all of a channel's sinks), else by each sink's ``send_frame``.
 
 Per (channel, origin) the :class:`~mesh.recovery.ChannelLedger` knows the last delivered
 sequence. A message whose ``Nats-Last-Sequence`` is beyond it reveals a gap, repaired
@@ -69,6 +70,24 @@ class Sink(Protocol):
     def send_frame(self, frame: bytes) -> None: ...
 
 
+class Fanout(Protocol):
+    """The edge's bulk writer: one frame to all of a channel's sinks in one call.
+
+    The hot path of delivery costs a write per sink, and every Python object touched
+    per sink costs too (mostly cache misses, at 50 ms between messages). So the hub
+    asks :meth:`prepare` for what :meth:`write` needs to reach a channel's sinks
+    (e.g. their transports) at the first message after the channel's sinks changed,
+    and calls :meth:`write` once per message. A sink the hub delivers to must take every frame
+    that ``write`` is given for it: a sink that must not get more leaves the hub
+    (:meth:`ChannelHub.drop_sink`, safe to call from inside ``write``). ``write``
+    must not let one sink's failure starve the others.
+    """
+
+    def prepare(self, sinks: tuple[Sink, ...]) -> Any: ...
+
+    def write(self, frame: bytes, prepared: Any) -> None: ...
+
+
 @dataclass(frozen=True)
 class Subscribed:
     cursor: str
@@ -90,7 +109,19 @@ class HubCounters:
 
 
 class _Channel:
-    __slots__ = ("closed", "fanout", "floors", "ledger", "lock", "name", "sinks", "sub", "token")
+    __slots__ = (
+        "closed",
+        "fanout",
+        "floors",
+        "ledger",
+        "lock",
+        "name",
+        "prepared",
+        "sinks",
+        "stale",
+        "sub",
+        "token",
+    )
 
     def __init__(self, name: str, token: str) -> None:
         self.name = name
@@ -98,7 +129,11 @@ class _Channel:
         self.lock = asyncio.Lock()
         self.ledger: ChannelLedger | None = None
         self.sinks: set[Sink] = set()
+        # The sinks as delivered to, rebuilt from `sinks` at the first delivery after they
+        # changed (`stale`): a burst of subscribes costs one rebuild, not one each.
         self.fanout: tuple[Sink, ...] = ()
+        self.prepared: Any = None  # Fanout.prepare(fanout), when the hub has a Fanout
+        self.stale = False
         # Sinks that resumed ahead of this hub's live point: per origin, the seq they have.
         self.floors: dict[Sink, dict[str, int]] = {}
         self.sub: Subscription | None = None
@@ -116,6 +151,7 @@ class ChannelHub:
         encoder: Encoder,
         on_delivery_lag: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        fanout: Fanout | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -124,6 +160,7 @@ class ChannelHub:
         self.regions = topology.names
         self.settings = settings
         self.encoder = encoder
+        self.fanout = fanout
         self.on_delivery_lag = on_delivery_lag
         self.clock = clock
         self.store = ChannelStore(nc, region, self.regions, settings)
@@ -282,12 +319,17 @@ class ChannelHub:
         if sink in ch.sinks:
             ch.sinks.discard(sink)
             ch.floors.pop(sink, None)
-            ch.fanout = tuple(ch.sinks)
+            ch.stale = True
         names = self._sink_channels.get(sink)
         if names is not None:
             names.discard(ch.name)
             if not names:
                 del self._sink_channels[sink]
+
+    def _rebuild_fanout(self, ch: _Channel) -> None:
+        ch.stale = False
+        ch.fanout = tuple(ch.sinks)
+        ch.prepared = self.fanout.prepare(ch.fanout) if self.fanout is not None else None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -328,17 +370,30 @@ class ChannelHub:
     def _deliver(self, ch: _Channel, m: StoredMessage) -> None:
         assert ch.ledger is not None
         frame = self.encoder(m, encode_positions(ch.name, ch.ledger.positions()))
+        if ch.stale:
+            self._rebuild_fanout(ch)
         sinks = ch.fanout
         if ch.floors:
             sinks = self._past_floors(ch, m)
+            self._send_each(ch, sinks, frame)
+        elif ch.prepared is not None:
+            assert self.fanout is not None
+            try:
+                self.fanout.write(frame, ch.prepared)
+            except Exception:
+                log.exception("channel %r: the fan-out failed", ch.name)
+        else:
+            self._send_each(ch, sinks, frame)
+        self.counters.messages_out += len(sinks)
+        if self.on_delivery_lag is not None:
+            self.on_delivery_lag(max(0.0, self.clock() - m.timestamp_ms / 1000))
+
+    def _send_each(self, ch: _Channel, sinks: tuple[Sink, ...], frame: bytes) -> None:
         for sink in sinks:
             try:
                 sink.send_frame(frame)
             except Exception:  # one broken sink must not starve the others
                 log.exception("channel %r: a sink failed", ch.name)
-        self.counters.messages_out += len(sinks)
-        if self.on_delivery_lag is not None:
-            self.on_delivery_lag(max(0.0, self.clock() - m.timestamp_ms / 1000))
 
     def _past_floors(self, ch: _Channel, m: StoredMessage) -> tuple[Sink, ...]:
         assert ch.ledger is not None
@@ -430,13 +485,19 @@ class ChannelHub:
             frames, recovered = self._encode_replay(ch, replay), replay.recovered
         else:
             assert isinstance(start, Live)
-        on_subscribed(Subscribed(encode_positions(ch.name, live.positions), recovered, frames))
-        self.counters.messages_out += len(frames)
+        # Joined first, then told: a sink that leaves while it is told (a connection cut
+        # as it gets its replay) is gone for good. Nothing is delivered in between.
         ch.sinks.add(sink)
-        ch.fanout = tuple(ch.sinks)
         if floor:
             ch.floors[sink] = floor
         self._sink_channels.setdefault(sink, set()).add(ch.name)
+        ch.stale = True
+        try:
+            on_subscribed(Subscribed(encode_positions(ch.name, live.positions), recovered, frames))
+        except BaseException:
+            self._remove(ch, sink)
+            raise
+        self.counters.messages_out += len(frames)
 
     def _encode_replay(self, ch: _Channel, replay: Replay) -> list[bytes]:
         positions = dict(replay.before.positions)

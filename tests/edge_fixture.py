@@ -43,12 +43,19 @@ ALL_OPS = ["subscribe", "publish", "history", "presence"]
 
 
 class EdgeProcess:
-    def __init__(self, cluster: EdgeCluster, region: str, edge: Edge, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        cluster: EdgeCluster,
+        region: str,
+        edge: Edge,
+        env: dict[str, str],
+        log_level: str = "info",
+    ) -> None:
         self.region = region
         self.edge = edge
         argv = [sys.executable, "-m", "mesh.cli", "edge"]
         argv += ["--topology", str(cluster.topology_path), "--secrets", str(cluster.secrets_path)]
-        argv += ["--region", region, "--edge", edge.name, "--log-level", "info"]
+        argv += ["--region", region, "--edge", edge.name, "--log-level", log_level]
         log = cluster.data_dir / "logs" / f"{edge.name}.log"
         self.process = ManagedProcess(f"edge {edge.name}", argv, log, env)
 
@@ -70,6 +77,7 @@ class EdgeCluster:
         data_dir: Path,
         env: Mapping[str, str] | None = None,
         region_env: Mapping[str, Mapping[str, str]] | None = None,
+        log_level: str = "info",
     ) -> None:
         self.sc = sc
         self.data_dir = data_dir
@@ -87,7 +95,7 @@ class EdgeCluster:
             penv.update(env or {})
             penv.update((region_env or {}).get(region.name, {}))
             for e in region.edges:
-                self.edges[e.name] = EdgeProcess(self, region.name, e, penv)
+                self.edges[e.name] = EdgeProcess(self, region.name, e, penv, log_level)
 
     # -- processes -----------------------------------------------------------------
 

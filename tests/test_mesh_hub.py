@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from mesh.cursor import FromCursor, Live, Rewind, decode_cursor
 from mesh.errors import ChannelError, CursorError
 from mesh.hub import ChannelHub, Subscribed
+from mesh.hub import Sink as HubSink
 from mesh.message import StoredMessage
 from mesh.natsconn import connect_region
 from mesh.publisher import Publication, Publisher
@@ -227,6 +228,65 @@ async def test_slow_consumer_drops_are_repaired(
         await sink.until_data("end", within=60)
         assert sink.serials() == [*sent, end.serial]
         assert hub.counters.slow_consumer_drops > 0 and hub.counters.gaps_repaired > 0
+        await hub.close()
+    finally:
+        await nc.close()
+
+
+class SinksFanout:
+    """A Fanout that hands each frame to the sinks themselves, and can drop one of them
+    from inside write() (as the edge does when a connection goes over its limit)."""
+
+    def __init__(self) -> None:
+        self.hub: ChannelHub | None = None
+        self.drop_after: Sink | None = None
+        self.writes = 0
+        self.prepares = 0
+
+    def prepare(self, sinks: tuple[HubSink, ...]) -> tuple[HubSink, ...]:
+        self.prepares += 1
+        return sinks
+
+    def write(self, frame: bytes, sinks: tuple[HubSink, ...]) -> None:
+        self.writes += 1
+        for sink in sinks:
+            sink.send_frame(frame)
+            if sink is self.drop_after:
+                assert self.hub is not None
+                self.drop_after = None
+                self.hub.drop_sink(sink)
+
+
+async def test_fanout_never_reaches_a_dropped_sink(
+    supercluster: Supercluster, mesh: dict[str, Region]
+) -> None:
+    """With a Fanout, a sink dropped while it is told it is subscribed, or from inside
+    the fan-out, gets nothing more; the others get everything. The hub prepares the
+    fan-out at the first message after its sinks changed, not at each change."""
+    topo = supercluster.topology
+    nc = await connect_region(topo, supercluster.secrets, "us", "edge", "fanout")
+    try:
+        fanout = SinksFanout()
+        hub = ChannelHub(nc, nc.jetstream(), topo, "us", SETTINGS, encode, fanout=fanout)
+        fanout.hub = hub
+        gone, cut, stays = Sink(), Sink(), Sink()
+
+        def told_then_dropped(s: Subscribed) -> None:
+            gone.on_subscribed(s)
+            hub.drop_sink(gone)  # a connection cut as it gets its `subscribed`
+
+        await hub.subscribe("fan", gone, Live(), told_then_dropped)
+        await hub.subscribe("fan", cut, Live(), cut.on_subscribed)
+        await hub.subscribe("fan", stays, Live(), stays.on_subscribed)
+        fanout.drop_after = cut
+        sent = await publish(mesh["eu"], "fan", 3)
+        await stays.wait(3)
+        assert stays.serials() == sent
+        assert cut.serials() == sent[:1]
+        assert gone.frames == [] and len(gone.subscribed) == 1
+        assert fanout.writes == 3
+        assert fanout.prepares == 2  # at the first message, and after `cut` left
+        assert hub.subscription_count() == 1
         await hub.close()
     finally:
         await nc.close()
