@@ -408,6 +408,11 @@ class EdgeNode:
             ("nats_slow_consumer", "nats-py slow-consumer drops seen.", c.slow_consumer_drops),
             ("resyncs", "Channel resyncs after NATS reconnects.", c.resyncs),
             ("sweeps", "Checks for messages missed around a new subscription.", c.sweeps),
+            (
+                "dedup_lookbehind_capped",
+                "Look-behinds for retried message ids cut at dedup_lookbehind.",
+                c.lookbehind_capped,
+            ),
         )
         for name, help_text, value in hub_counters:
             out.append(Sample(f"edgemesh_{name}_total", help_text, value, counter=True))

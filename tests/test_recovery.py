@@ -262,6 +262,9 @@ async def test_a_retry_beyond_the_look_behind_is_replayed(
     and its retry is replayed (the documented limit)."""
     ch = "recovery:retry-far"
     cursor = await seen_then_retried(supercluster, edges, ch, LOOKBEHIND, "far")
+    capped = edges.metrics("us").get("edgemesh_dedup_lookbehind_capped_total", 0)
     async with WsClient.open(edges.ws_url("us", edges.token("sub"))) as again:
         await again.subscribe(ch, **{"from": {"cursor": cursor}})
         assert [m["id"] for m in await again.messages(2)] == ["far-1", "far-2"]
+    # operators can see that the cap was hit
+    assert edges.metrics("us")["edgemesh_dedup_lookbehind_capped_total"] > capped
