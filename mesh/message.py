@@ -1,7 +1,8 @@
 """A stored channel message, decoded in one place from a republished copy or a direct get.
 
 Publish headers (written by :mod:`mesh.publisher`): ``Nats-Msg-Id`` (the dedup key:
-the key scope and the publisher's message id, only when the publisher gave one),
+the key scope, a digest of the channel and the publisher's message id, only when the
+publisher gave one),
 ``Em-Id`` (the message id clients see), ``Em-Name`` and ``Em-Client`` (optional).
 Values are percent-encoded so no client text can break the header block. JetStream
 adds ``Nats-Subject``, ``Nats-Sequence``, ``Nats-Time-Stamp`` and, on republished
@@ -11,6 +12,7 @@ copies and batch direct gets, ``Nats-Last-Sequence``.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,9 +39,15 @@ def header_value(text: str) -> str:
     return quote(text, safe=_SAFE)
 
 
-def dedup_key(scope: str, message_id: str) -> str:
-    """The key JetStream and the hub deduplicate on: tenants (key scopes) never collide."""
-    return f"{quote(scope, safe='')}:{header_value(message_id)}"
+def dedup_key(scope: str, channel: str, message_id: str) -> str:
+    """The key JetStream and the hub deduplicate on.
+
+    Tenants (key scopes) never collide, and neither do channels: JetStream deduplicates
+    per stream, and one region's stream holds every channel, so the same `message_id` on
+    two channels must make two keys (a short digest keeps long channel names out of it).
+    """
+    digest = hashlib.blake2b(channel.encode(), digest_size=12).hexdigest()
+    return f"{quote(scope, safe='')}:{digest}:{header_value(message_id)}"
 
 
 class MessageFormatError(ValueError):

@@ -113,7 +113,7 @@ class Publisher:
         if mid is None:
             mid = assign_message_id(now_ms, secrets.token_bytes(10))
         else:
-            headers[H_DEDUP] = dedup_key(pub.scope, mid)
+            headers[H_DEDUP] = dedup_key(pub.scope, pub.channel, mid)
         headers[H_ID] = header_value(mid)
         if pub.name is not None:
             headers[H_NAME] = header_value(pub.name)

@@ -141,6 +141,9 @@ async def test_retry_is_duplicate_and_scopes_do_not_collide(
     assert not first.duplicate and again.duplicate and again.seq == first.seq
     assert again.serial == first.serial and again.message_id == "x:1"
     assert not other.duplicate and other.seq != first.seq
+    # the same id on another channel of the same region is another message, stored too
+    elsewhere = await pub.submit(Publication("dup-2", b"2", message_id="x:1", scope="tenant-a"))
+    assert not elsewhere.duplicate and elsewhere.seq not in (first.seq, other.seq)
     await pub.close()
 
 
