@@ -57,9 +57,6 @@ class ClientSession:
         self.channels: set[str] = set()
         self.closing = False
         self.close_reason: str | None = None
-        self.pending_publishes = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         limits = node.settings.limits
         self._max_buffer = limits.max_send_buffer_bytes
         self._rate = PublishRateGuard(limits, time.monotonic())
@@ -159,10 +156,6 @@ class ClientSession:
             self.node.hub_drop(self)
         return self.close_reason or "client_closed"
 
-    async def idle(self) -> None:
-        """Wait until no publish of this connection waits for its ack."""
-        await self._idle.wait()
-
     # -- frames --------------------------------------------------------------------
 
     async def handle(self, text: str) -> None:
@@ -231,14 +224,9 @@ class ClientSession:
         except Exception as exc:
             self._reply_nack(rid, node.publish_error(exc))
             return
-        self.pending_publishes += 1
-        self._idle.clear()
         started = time.monotonic()
 
         def done(f: asyncio.Future[Ack]) -> None:
-            self.pending_publishes -= 1
-            if self.pending_publishes == 0:
-                self._idle.set()
             node.metrics.publish_ack_seconds.observe(time.monotonic() - started)
             exc = f.exception()
             if exc is None:
