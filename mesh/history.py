@@ -25,8 +25,8 @@ from mesh.cursor import Cursor, decode_cursor, encode_positions
 from mesh.directget import DirectReader
 from mesh.errors import CursorError
 from mesh.message import StoredMessage
-from mesh.recovery import dedup_keys, lookbehind_start, merge_by_time
-from mesh.replay import keys_before
+from mesh.recovery import dedup_keys, merge_by_time
+from mesh.replay import keys_behind
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.subjects import mirror_name, stored_subject, stream_name
@@ -115,18 +115,16 @@ class History:
             if before is None:
                 # Ids on earlier pages (at or before `after`) within the window of this
                 # page's: a copy of one of them (a retry in another region) is left out.
-                before = {}
-                since = lookbehind_start(taken, window_ms)
-                if since is not None:
-                    before, _ = await keys_before(
-                        self.reader,
-                        self.regions,
-                        token,
-                        channel,
-                        cursor,
-                        since,
-                        self.settings.dedup_lookbehind,
-                    )
+                before, _ = await keys_behind(
+                    self.reader,
+                    self.regions,
+                    token,
+                    channel,
+                    cursor,
+                    taken,
+                    window_ms,
+                    self.settings.dedup_lookbehind,
+                )
             page = build_page(channel, cursor, runs, want, window_ms, before)
             entries += page.entries
             if len(taken) < want or len(page.entries) == want:

@@ -75,6 +75,24 @@ async def keys_before(
     return keys, capped
 
 
+async def keys_behind(
+    reader: DirectReader,
+    regions: tuple[str, ...],
+    token: str,
+    channel: str,
+    cursor: Cursor,
+    messages: list[StoredMessage],
+    window_ms: int,
+    cap: int,
+) -> tuple[dict[str, int], bool]:
+    """:func:`keys_before` for the window a copy of one of `messages` may lie in (the
+    earliest keyed message's time minus the dedup window); nothing when none has a key."""
+    since = lookbehind_start(messages, window_ms)
+    if since is None:
+        return {}, False
+    return await keys_before(reader, regions, token, channel, cursor, since, cap)
+
+
 class ChannelStore:
     def __init__(
         self, nc: Client, region: str, regions: tuple[str, ...], settings: MeshSettings
@@ -217,19 +235,16 @@ class ChannelStore:
         # A message the client had at or before its cursor may come again as a copy
         # stored in another region (a publisher's retry after a failover): look behind
         # the cursor, within the dedup window, for the ids it already has.
-        before: dict[str, int] = {}
-        capped = False
-        since = lookbehind_start(merged, self._window_ms)
-        if since is not None:
-            before, capped = await keys_before(
-                self.local,
-                self.regions,
-                token,
-                channel,
-                cursor,
-                since,
-                self.settings.dedup_lookbehind,
-            )
+        before, capped = await keys_behind(
+            self.local,
+            self.regions,
+            token,
+            channel,
+            cursor,
+            merged,
+            self._window_ms,
+            self.settings.dedup_lookbehind,
+        )
         merged = drop_duplicates(merged, self._window_ms, before)
         return Replay(merged, cursor, recovered, Cursor(reach), capped)
 
