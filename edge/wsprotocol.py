@@ -13,6 +13,7 @@ the library's 1009.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,6 +26,11 @@ from edge.errors import CloseCode, EdgeError, ErrorCode
 from edge.wsframe import close_frame
 
 SOCKET_EXTENSION = "edgemesh.socket"
+
+# Keepalive pings fall due on this grid (seconds of the event loop's clock), so one
+# wake-up of the edge pings every connection due in that second instead of one wake-up
+# each: a ping goes out up to one grid step after the heartbeat interval.
+PING_GRID_S = 1.0
 
 
 class RawSocket(Protocol):
@@ -45,6 +51,16 @@ class RawSocket(Protocol):
     def write(self, frame: bytes) -> None: ...
 
     def close_now(self, code: int, reason: str, grace_s: float, before: bytes = b"") -> None: ...
+
+
+def ping_slot(due: float, grid_s: float = PING_GRID_S) -> float:
+    """The grid point for a ping due at `due`: the first at or after ``due - grid_s / 10``.
+
+    The slack keeps a connection on its slot: its next ping falls due one interval after
+    the last was sent, a little after a grid point (timers run late); without it every
+    ping would move on to the following grid point, one step late each time.
+    """
+    return math.ceil(due / grid_s - 0.1) * grid_s
 
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -83,6 +99,11 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
             {"type": "websocket.disconnect", "code": CloseCode.FRAME_TOO_LARGE, "reason": ""}
         )
         self.transport.close()
+
+    def schedule_ping(self) -> None:
+        assert self.ping_interval is not None
+        due = self.loop.time() + max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_timer = self.loop.call_at(ping_slot(due), self.send_keepalive_ping)
 
     def shutdown(self) -> None:
         # uvicorn's server shutdown would cancel the abort timer of a close under way

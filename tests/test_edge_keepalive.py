@@ -1,0 +1,162 @@
+"""Keepalive pings on real edges: a client that answers stays, a silent one is cut, and
+pings of connections opened at different moments go out together (on the ping grid).
+
+One supercluster and one edge per region for the module, with a 1 s heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import secrets
+import struct
+
+from edge.wsprotocol import PING_GRID_S, ping_slot
+from tests.edge_fixture import EdgeCluster, edges_fixture
+
+HEARTBEAT_S = 1.0
+
+edges = edges_fixture(env={"EDGEMESH_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)})
+
+
+def masked(payload: bytes, opcode: int) -> bytes:
+    """A client frame (FIN, masked), payloads under 126 bytes."""
+    mask = secrets.token_bytes(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + body
+
+
+class PingClient(asyncio.Protocol):
+    """A raw WebSocket client: records when each ping arrives, answers it or not, and
+    records the close code the edge sends."""
+
+    def __init__(self, host: str, port: int, token: str, answer: bool) -> None:
+        self.request = (
+            f"GET /v1/connect?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.answer = answer
+        self.loop = asyncio.get_running_loop()
+        self.buf = bytearray()
+        self.upgraded = False
+        self.pings: list[float] = []
+        self.ping_seen = asyncio.Event()
+        self.close_code: int | None = None
+        self.closed = self.loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(self.close_code)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.upgraded:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            assert b" 101 " in self.buf[:end], bytes(self.buf[:end])
+            del self.buf[: end + 4]
+            self.upgraded = True
+        while len(self.buf) >= 2:
+            n, head = self.buf[1] & 0x7F, 2
+            if n == 126:
+                if len(self.buf) < 4:
+                    return
+                n, head = int.from_bytes(self.buf[2:4], "big"), 4
+            if len(self.buf) < head + n:
+                return
+            opcode, payload = self.buf[0] & 0x0F, bytes(self.buf[head : head + n])
+            del self.buf[: head + n]
+            if opcode == 0x9:
+                self.pings.append(self.loop.time())
+                self.ping_seen.set()
+                if self.answer:
+                    assert self.transport is not None
+                    self.transport.write(masked(payload, 0xA))
+            elif opcode == 0x8:
+                self.close_code = int.from_bytes(payload[:2], "big")
+
+
+async def open_client(edges: EdgeCluster, name: str, answer: bool = True) -> PingClient:
+    edge = edges.edge("eu").edge
+    token = edges.token(name)
+    _, client = await asyncio.get_running_loop().create_connection(
+        lambda: PingClient(edge.host, edge.port, token, answer), edge.host, edge.port
+    )
+    return client
+
+
+async def pings(client: PingClient, count: int, within_s: float) -> None:
+    async def wait() -> None:
+        while len(client.pings) < count:
+            client.ping_seen.clear()
+            await client.ping_seen.wait()
+
+    await asyncio.wait_for(wait(), within_s)
+
+
+def test_ping_slot_rounds_up_to_the_grid() -> None:
+    assert ping_slot(10.0, 1.0) == 10.0  # on the grid: that very slot
+    assert ping_slot(10.05, 1.0) == 10.0  # a timer's lateness keeps its slot
+    assert ping_slot(9.9, 1.0) == 10.0  # at most a tenth of a step early
+    assert ping_slot(10.101, 1.0) == 11.0
+    assert ping_slot(10.999, 1.0) == 11.0
+    assert ping_slot(12.5, 5.0) == 15.0
+    assert PING_GRID_S == 1.0
+
+
+async def test_pings_of_staggered_connections_go_out_together(edges: EdgeCluster) -> None:
+    clients = []
+    for i in range(5):
+        clients.append(await open_client(edges, f"grid{i}"))
+        # Spread the connections over a heartbeat, on purpose: without the grid, their
+        # pings would go out at five different moments of each second.
+        await asyncio.sleep(HEARTBEAT_S / 5)
+    try:
+        for c in clients:
+            await pings(c, 4, within_s=10 * HEARTBEAT_S)
+        # Each connection: one ping per heartbeat (its slot stays put: not a step later
+        # each time).
+        for c in clients:
+            gaps = [b - a for a, b in itertools.pairwise(c.pings)]
+            assert all(
+                HEARTBEAT_S - PING_GRID_S / 10 - 0.05 <= g <= HEARTBEAT_S + 0.3 for g in gaps
+            ), gaps
+        # All of them, from when the last one is pinged too: pings arrive in bursts, one
+        # per grid step, not one per connection.
+        since = clients[-1].pings[0]
+        times = sorted(t for c in clients for t in c.pings if t >= since - 0.1)
+        bursts = 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 0.15)
+        assert bursts <= (times[-1] - times[0]) / PING_GRID_S + 2, (bursts, times)
+        assert len(times) >= 4 * bursts, (bursts, times)  # each burst: (nearly) all five
+    finally:
+        for c in clients:
+            if c.transport is not None:
+                c.transport.close()
+
+
+async def test_a_client_that_does_not_answer_is_cut_one_that_answers_stays(
+    edges: EdgeCluster,
+) -> None:
+    silent = await open_client(edges, "silent", answer=False)
+    talker = await open_client(edges, "talker", answer=True)
+    try:
+        # Its ping, then another heartbeat without a pong, then the close (1011).
+        code = await asyncio.wait_for(silent.closed, 4 * HEARTBEAT_S + 2 * PING_GRID_S)
+        assert code == 1011 and len(silent.pings) >= 1  # uvicorn's "keepalive ping timeout"
+        # The one that answers goes on being pinged, and is still open.
+        seen = len(talker.pings)
+        await pings(talker, seen + 2, within_s=4 * HEARTBEAT_S + 2 * PING_GRID_S)
+        assert not talker.closed.done() and talker.close_code is None
+    finally:
+        for c in (silent, talker):
+            if c.transport is not None:
+                c.transport.close()
