@@ -39,6 +39,7 @@ from mesh.topology import DEV_REGIONS, local_topology
 from tests.edge_fixture import EdgeCluster
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROCS = ("edge_eu", "edge_us", "nats_eu", "nats_us")  # the order of the measured pids
 
 
 def masked_frame(payload: bytes, first_byte: int = 0x81) -> bytes:
@@ -190,8 +191,8 @@ async def run_rate(
                     acks += 1
 
         reader = asyncio.create_task(read_acks())
-        cpu0, t0 = cpu_seconds(pids), time.perf_counter()
-        edge_cpu0 = cpu_seconds(pids[:2])
+        each0 = [cpu_seconds([pid]) for pid in pids]
+        t0 = time.perf_counter()
         start = time.perf_counter()
         for k in range(n):
             target = start + k / rate
@@ -210,8 +211,7 @@ async def run_rate(
         while (stats.delivered < expected or acks < n) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - t0
-        cpu = cpu_seconds(pids) - cpu0
-        edge_cpu = cpu_seconds(pids[:2]) - edge_cpu0
+        each = [cpu_seconds([pid]) - c0 for pid, c0 in zip(pids, each0, strict=True)]
         reader.cancel()
     lost = sum(n - len(s.seen) for s in subs)
     lat = sorted(stats.latencies_ms)
@@ -223,9 +223,14 @@ async def run_rate(
         "max_ms": lat[-1] if lat else float("nan"),
         "lost": lost,
         "acks_missing": n - acks,
-        "cpu_us_per_delivery": cpu / max(1, stats.delivered) * 1e6,
+        "cpu_us_per_delivery": sum(each) / max(1, stats.delivered) * 1e6,
         "delivered": stats.delivered,
-        "edge_us_per_delivery": edge_cpu / max(1, stats.delivered) * 1e6,
+        "edge_us_per_delivery": sum(each[:2]) / max(1, stats.delivered) * 1e6,
+        # Per process (edge eu, edge us, nats eu, nats us): µs per delivery.
+        **{
+            f"us_{name}": c / max(1, stats.delivered) * 1e6
+            for name, c in zip(PROCS, each, strict=True)
+        },
         "elapsed_s": elapsed,
     }
 
@@ -259,8 +264,8 @@ async def bench(args: argparse.Namespace) -> None:
         try:
             edges.start()
             # The server processes: the edges first, then the nats-servers.
-            procs = [p.process for p in edges.edges.values()]
-            procs += [h.process for h in sc.servers.values()]
+            procs = [edges.edge(region).process for region in ("eu", "us")]
+            procs += [sc.servers[f"{region}-n1"].process for region in ("eu", "us")]
             pids = [pid for pid in (p.pid for p in procs) if pid is not None]
             assert len(pids) == len(procs) == 4
             stats = Stats()
@@ -304,6 +309,10 @@ async def bench(args: argparse.Namespace) -> None:
                     f"{r['minus_idle']:>10.2f} "
                     f"{r['edge_us_per_delivery']:>10.2f}",
                     flush=True,
+                )
+                print(
+                    "        per process, us/delivery: "
+                    + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.2f}" for n in PROCS)
                 )
                 if r["lost"] or r["acks_missing"]:
                     print(f"  acks missing: {int(r['acks_missing'])}; edge log tails:")
