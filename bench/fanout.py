@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
-import secrets
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -37,23 +34,10 @@ from mesh.secrets import generate_secrets
 from mesh.supercluster import Supercluster
 from mesh.topology import DEV_REGIONS, local_topology
 from tests.edge_fixture import EdgeCluster
+from tests.rawws import PING, PONG, masked_frame, take_frames, upgrade_request, upgrade_response
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = ("edge_eu", "edge_us", "nats_eu", "nats_us")  # the order of the measured pids
-
-
-def masked_frame(payload: bytes, first_byte: int = 0x81) -> bytes:
-    """A client-to-server frame, text by default (clients must mask)."""
-    mask = secrets.token_bytes(4)
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", first_byte, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", first_byte, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", first_byte, 0x80 | 127, n)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + body
 
 
 @dataclass
@@ -66,12 +50,7 @@ class Subscriber(asyncio.Protocol):
     """Handshake, subscribe, then count `message` frames and time them. No library."""
 
     def __init__(self, host: str, port: int, token: str, channel: str, stats: Stats) -> None:
-        self.request = (
-            f"GET /v1/connect?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        self.request = upgrade_request(host, port, token)
         self.channel = channel
         self.stats = stats
         self.buf = bytearray()
@@ -90,45 +69,22 @@ class Subscriber(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        assert self.transport is not None
         if not self.upgraded:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
+            head = upgrade_response(self.buf)
+            if head is None:
                 return
-            if b" 101 " not in self.buf[:end]:
-                err = RuntimeError(f"handshake refused: {bytes(self.buf[:end])!r}")
-                self.subscribed.set_exception(err)
-                assert self.transport is not None
+            if b" 101 " not in head:
+                self.subscribed.set_exception(RuntimeError(f"handshake refused: {head!r}"))
                 self.transport.close()
                 return
-            del self.buf[: end + 4]
             self.upgraded = True
             sub = {"type": "subscribe", "id": 1, "channel": self.channel}
-            assert self.transport is not None
             self.transport.write(masked_frame(json.dumps(sub).encode()))
-        buf = self.buf
-        pos = 0
         now = time.perf_counter_ns()
-        while len(buf) - pos >= 2:
-            n = buf[pos + 1] & 0x7F
-            head = 2
-            if n == 126:
-                if len(buf) - pos < 4:
-                    break
-                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                head = 4
-            elif n == 127:
-                if len(buf) - pos < 10:
-                    break
-                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            if len(buf) - pos < head + n:
-                break
-            opcode = buf[pos] & 0x0F
-            payload = bytes(buf[pos + head : pos + head + n])
-            pos += head + n
-            if opcode == 0x9:  # the edge's keepalive ping: answer, or be cut off
-                assert self.transport is not None
-                self.transport.write(masked_frame(payload, 0x8A))
+        for opcode, payload in take_frames(self.buf):
+            if opcode == PING:  # the edge's keepalive ping: answer, or be cut off
+                self.transport.write(masked_frame(payload, 0x80 | PONG))
             elif payload.startswith(b'{"type":"message"'):
                 at = payload.index(b'"data":[') + 8
                 stop = payload.index(b",", at)
@@ -139,7 +95,6 @@ class Subscriber(asyncio.Protocol):
                 self.stats.delivered += 1
             elif payload.startswith(b'{"type":"subscribed"') and not self.subscribed.done():
                 self.subscribed.set_result(None)
-        del buf[:pos]
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -54,7 +54,7 @@ class EdgeServer(uvicorn.Server):
         """uvicorn's loop, ticking once a second instead of ten times.
 
         uvicorn polls ``should_exit`` every 0.1 s. Each wake-up of an idle process costs
-        more CPU than the work it does (0.2-0.5 ms on the benchmark's machine, see
+        more CPU than the work it does (up to ~0.5 ms on the benchmark's machine, see
         docs/edge.md), and the only periodic work (the Date header) needs one a second;
         a signal or the end of the drain wakes the loop at once instead.
         """

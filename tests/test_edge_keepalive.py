@@ -7,24 +7,24 @@ One supercluster and one edge per region for the module, with a 1 s heartbeat.
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
-import secrets
-import struct
+import statistics
 
 from edge.wsprotocol import PING_GRID_S, ping_slot
 from tests.edge_fixture import EdgeCluster, edges_fixture
+from tests.rawws import (
+    CLOSE,
+    PING,
+    PONG,
+    masked_frame,
+    take_frames,
+    upgrade_request,
+    upgrade_response,
+)
 
 HEARTBEAT_S = 1.0
 
 edges = edges_fixture(env={"EDGEMESH_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)})
-
-
-def masked(payload: bytes, opcode: int) -> bytes:
-    """A client frame (FIN, masked), payloads under 126 bytes."""
-    mask = secrets.token_bytes(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + body
 
 
 class PingClient(asyncio.Protocol):
@@ -32,12 +32,7 @@ class PingClient(asyncio.Protocol):
     records the close code the edge sends."""
 
     def __init__(self, host: str, port: int, token: str, answer: bool) -> None:
-        self.request = (
-            f"GET /v1/connect?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        self.request = upgrade_request(host, port, token)
         self.answer = answer
         self.loop = asyncio.get_running_loop()
         self.buf = bytearray()
@@ -59,29 +54,19 @@ class PingClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if not self.upgraded:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
+            head = upgrade_response(self.buf)
+            if head is None:
                 return
-            assert b" 101 " in self.buf[:end], bytes(self.buf[:end])
-            del self.buf[: end + 4]
+            assert b" 101 " in head, head
             self.upgraded = True
-        while len(self.buf) >= 2:
-            n, head = self.buf[1] & 0x7F, 2
-            if n == 126:
-                if len(self.buf) < 4:
-                    return
-                n, head = int.from_bytes(self.buf[2:4], "big"), 4
-            if len(self.buf) < head + n:
-                return
-            opcode, payload = self.buf[0] & 0x0F, bytes(self.buf[head : head + n])
-            del self.buf[: head + n]
-            if opcode == 0x9:
+        for opcode, payload in take_frames(self.buf):
+            if opcode == PING:
                 self.pings.append(self.loop.time())
                 self.ping_seen.set()
                 if self.answer:
                     assert self.transport is not None
-                    self.transport.write(masked(payload, 0xA))
-            elif opcode == 0x8:
+                    self.transport.write(masked_frame(payload, 0x80 | PONG))
+            elif opcode == CLOSE:
                 self.close_code = int.from_bytes(payload[:2], "big")
 
 
@@ -123,13 +108,14 @@ async def test_pings_of_staggered_connections_go_out_together(edges: EdgeCluster
     try:
         for c in clients:
             await pings(c, 4, within_s=10 * HEARTBEAT_S)
-        # Each connection: one ping per heartbeat (its slot stays put: not a step later
-        # each time).
+        # Each connection: one ping per heartbeat; its slot stays put (were it to move a
+        # step later each time, every gap would be two). A timer that fires over 0.1 s
+        # late may push one ping to the next step.
         for c in clients:
             gaps = [b - a for a, b in itertools.pairwise(c.pings)]
-            assert all(
-                HEARTBEAT_S - PING_GRID_S / 10 - 0.05 <= g <= HEARTBEAT_S + 0.3 for g in gaps
-            ), gaps
+            assert statistics.median(gaps) <= HEARTBEAT_S + 0.3, gaps
+            assert min(gaps) >= HEARTBEAT_S - PING_GRID_S / 10 - 0.05, gaps
+            assert max(gaps) <= HEARTBEAT_S + PING_GRID_S + 0.5, gaps
         # All of them, from when the last one is pinged too: pings arrive in bursts, one
         # per grid step, not one per connection.
         since = clients[-1].pings[0]
