@@ -145,13 +145,15 @@ def create_app(node: EdgeNode) -> FastAPI:
     async def history(channel: str, request: Request) -> Response:
         who = principal(request)
         allow(who, Operation.HISTORY, channel)
-        raw_limit = request.query_params.get("limit", "100")
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise bad_request("limit must be an integer") from None
-        if limit < 1:
-            raise bad_request("limit must be a positive integer")
+        raw_limit = request.query_params.get("limit")
+        limit = None
+        if raw_limit is not None:
+            try:
+                limit = int(raw_limit)
+            except ValueError:
+                raise bad_request("limit must be an integer") from None
+            if limit < 1:
+                raise bad_request("limit must be a positive integer")
         page = await node.history_page(channel, limit, request.query_params.get("after"))
         body = replies.messages_json(((e.message, e.cursor) for e in page.entries), page.cursor)
         return Response(body, media_type="application/json")

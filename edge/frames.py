@@ -24,7 +24,6 @@ DEFAULT_LIMITS = Limits()
 MAX_NAME_BYTES = DEFAULT_LIMITS.max_name_bytes
 MAX_MESSAGE_ID_BYTES = DEFAULT_LIMITS.max_message_id_bytes
 MAX_ID_BYTES = DEFAULT_LIMITS.max_request_id_bytes
-DEFAULT_HISTORY_LIMIT = 100
 
 
 class FrameError(EdgeError):
@@ -64,7 +63,7 @@ class Publish:
 class History:
     id: RequestId
     channel: str
-    limit: int
+    limit: int | None  # None: not given (the edge's default page size)
     after: str | None
 
 
@@ -189,8 +188,10 @@ def parse_frame(
         return Unsubscribe(rid, _channel(doc, rid))
     if kind == "history":
         channel = _channel(doc, rid)
-        limit = doc.get("limit", DEFAULT_HISTORY_LIMIT)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        limit = doc.get("limit")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
             raise FrameError(ErrorCode.BAD_REQUEST, "limit must be a positive integer", rid)
         after = doc.get("after")
         if after is not None and not isinstance(after, str):

@@ -43,6 +43,9 @@ from mesh.topology import Topology
 
 log = logging.getLogger("edgemesh.edge")
 
+# Messages in a history page when the request gives no limit.
+DEFAULT_HISTORY_LIMIT = 100
+
 # Bytes kept for the headers the mesh adds to a stored message (ids, name, client id).
 HEADER_ROOM = 1024
 
@@ -308,7 +311,11 @@ class EdgeNode:
         future.add_done_callback(self._unanswered.discard)
         return future
 
-    async def history_page(self, channel: str, limit: int, after: str | None) -> HistoryPage:
+    async def history_page(self, channel: str, limit: int | None, after: str | None) -> HistoryPage:
+        """A page of `limit` messages; without a limit, the default page size, or the
+        largest page allowed if that is smaller."""
+        if limit is None:
+            limit = min(DEFAULT_HISTORY_LIMIT, self.settings.mesh.max_history_limit)
         if self.mesh is None:
             raise MeshUnavailable("this edge is not connected to the mesh")
         return await self.mesh.history.page(channel, limit, after)

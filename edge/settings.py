@@ -67,6 +67,11 @@ class DrainSettings:
 OVERRUN_EXIT_CODE = 70
 
 
+# The keepalive interval's bounds: not under the ping grid's step (edge.wsprotocol),
+# and often enough that a dead peer is noticed within the hour.
+HEARTBEAT_RANGE_S = (1.0, 3600.0)
+
+
 @dataclass(frozen=True)
 class EdgeSettings:
     limits: Limits = field(default_factory=Limits)
@@ -77,6 +82,14 @@ class EdgeSettings:
     heartbeat_interval_s: float = 15.0
     # How long a `/readyz` answer is reused (it asks JetStream).
     readiness_cache_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        lo, hi = HEARTBEAT_RANGE_S
+        if not lo <= self.heartbeat_interval_s <= hi:  # NaN fails too
+            raise ValueError(
+                f"EDGEMESH_HEARTBEAT_INTERVAL_S: must be {lo:g}..{hi:g} seconds "
+                f"(pings go out on a 1 s grid), not {self.heartbeat_interval_s}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:

@@ -16,6 +16,8 @@ from mesh.process import FreePorts, LaunchError
 from mesh.secrets import generate_secrets, load_secrets
 from mesh.topology import Topology, TopologyError, dev_topology, load_topology, local_topology
 
+DEV_PORT_BASE = 14000  # `edgemesh dev`'s first port without --port-base
+
 # Modules that may add subcommands: each has `register(subparsers) -> None`, and each
 # subcommand sets `func` (args -> exit code) with `set_defaults`.
 PLUGIN_MODULES = ("edge.cli", "control_plane.cli")
@@ -46,12 +48,32 @@ def _cmd_secrets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _dev_topology(args: argparse.Namespace) -> Topology:
+    shape = {
+        "--servers-per-region": args.servers_per_region,
+        "--edges-per-region": args.edges_per_region,
+        "--port-base": args.port_base,
+    }
     if args.topology:
+        given = [flag for flag, value in shape.items() if value is not None]
+        if given:
+            raise TopologyError(
+                f"{', '.join(given)} shape the built-in topology; with --topology the file "
+                "sets each region's servers, edges and ports"
+            )
         return load_topology(args.topology)
+    servers = args.servers_per_region or 1
+    edges = args.edges_per_region or 1
     if args.port_base == 0:
-        return local_topology(FreePorts(), args.servers_per_region, args.edges_per_region)
-    return dev_topology(args.port_base, args.servers_per_region, args.edges_per_region)
+        return local_topology(FreePorts(), servers, edges)
+    return dev_topology(args.port_base or DEV_PORT_BASE, servers, edges)
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -89,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dev", help="run a local multi-region deployment")
     p.add_argument("--topology", type=Path, help="topology file (default: eu, us, ap)")
-    p.add_argument("--servers-per-region", type=int, default=1, choices=range(1, 6))
-    p.add_argument("--edges-per-region", type=int, default=1)
-    p.add_argument("--port-base", type=int, default=14000, help="first port (0: any free ports)")
+    p.add_argument("--servers-per-region", type=int, choices=range(1, 6), help="default 1")
+    p.add_argument("--edges-per-region", type=_positive_int, help="default 1")
+    p.add_argument(
+        "--port-base", type=int, help=f"first port (default {DEV_PORT_BASE}; 0: any free ports)"
+    )
     p.add_argument("--data-dir", type=Path, help="where NATS data and logs go (default: temp)")
     p.add_argument("--state", type=Path, help="write endpoints and pids to this JSON file")
     p.set_defaults(func=_cmd_dev)

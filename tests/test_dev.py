@@ -147,7 +147,25 @@ def test_bad_topology_file_names_the_field(tmp_path: Path) -> None:
     assert "regions.1.latitude" in err and "t.json" in err
 
 
-@pytest.mark.parametrize("argv", [["dev", "--servers-per-region", "0"], ["nats-config"]])
+@pytest.mark.parametrize("flag", ["--servers-per-region", "--edges-per-region", "--port-base"])
+def test_shape_flags_with_a_topology_file_are_refused(tmp_path: Path, flag: str) -> None:
+    topo = tmp_path / "t.json"
+    topo.write_text(dev_topology(30000).to_json())
+    proc = _edgemesh("dev", "--topology", str(topo), flag, "2" if flag != "--port-base" else "0")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"edgemesh dev: {flag} shape the built-in topology" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dev", "--servers-per-region", "0"],
+        ["dev", "--edges-per-region", "0"],
+        ["nats-config"],
+    ],
+)
 def test_bad_arguments_exit_nonzero(argv: list[str]) -> None:
     proc = _edgemesh(*argv)
     proc.communicate(timeout=30)

@@ -281,6 +281,11 @@ async def test_text_and_history_limit_boundaries_on_ap(edges: EdgeCluster) -> No
         assert r.status_code == 200 and len(r.json()["messages"]) == 5, r.text
         r = await http.get("/v1/channels/hist/messages", params={"limit": 6}, headers=key)
         assert r.status_code == 400 and r.json()["error"]["code"] == 40000, r.text
+        # no limit given: the default page (100), here capped at the max (5)
+        page = await c.request({"type": "history", "channel": "hist"})
+        assert [m["data"] for m in page["messages"]] == [0, 1, 2, 3, 4], page
+        r = await http.get("/v1/channels/hist/messages", headers=key)
+        assert r.status_code == 200 and len(r.json()["messages"]) == 5, r.text
         assert (await c.request({"type": "ping"}))["type"] == "pong"
 
 

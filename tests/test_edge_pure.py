@@ -210,6 +210,12 @@ def test_edge_settings_from_env_reads_limits_and_mesh_settings() -> None:
     assert s.heartbeat_interval_s == 5
     with pytest.raises(ValueError, match="EDGEMESH_HEARTBEAT_INTERVAL_S"):
         EdgeSettings.from_env({"EDGEMESH_HEARTBEAT_INTERVAL_S": "soon"})
+    # its bounds, 1..3600 s, at the boundary
+    for ok in ("1", "3600"):
+        assert EdgeSettings.from_env({"EDGEMESH_HEARTBEAT_INTERVAL_S": ok}).heartbeat_interval_s
+    for bad in ("0.999", "3600.001", "0", "-5", "nan", "inf"):
+        with pytest.raises(ValueError, match=r"EDGEMESH_HEARTBEAT_INTERVAL_S: must be 1\.\.3600"):
+            EdgeSettings.from_env({"EDGEMESH_HEARTBEAT_INTERVAL_S": bad})
 
 
 def test_drain_settings_from_env_their_bound_and_boundaries() -> None:
