@@ -48,10 +48,10 @@ def _cmd_secrets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def _count(text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
 
 
@@ -70,7 +70,7 @@ def _dev_topology(args: argparse.Namespace) -> Topology:
             )
         return load_topology(args.topology)
     servers = args.servers_per_region or 1
-    edges = args.edges_per_region or 1
+    edges = 1 if args.edges_per_region is None else args.edges_per_region
     if args.port_base == 0:
         return local_topology(FreePorts(), servers, edges)
     return dev_topology(args.port_base or DEV_PORT_BASE, servers, edges)
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="run a local multi-region deployment")
     p.add_argument("--topology", type=Path, help="topology file (default: eu, us, ap)")
     p.add_argument("--servers-per-region", type=int, choices=range(1, 6), help="default 1")
-    p.add_argument("--edges-per-region", type=_positive_int, help="default 1")
+    p.add_argument("--edges-per-region", type=_count, help="default 1 (0: no edges)")
     p.add_argument(
         "--port-base", type=int, help=f"first port (default {DEV_PORT_BASE}; 0: any free ports)"
     )

@@ -162,7 +162,7 @@ def test_shape_flags_with_a_topology_file_are_refused(tmp_path: Path, flag: str)
     "argv",
     [
         ["dev", "--servers-per-region", "0"],
-        ["dev", "--edges-per-region", "0"],
+        ["dev", "--edges-per-region", "-1"],
         ["nats-config"],
     ],
 )
