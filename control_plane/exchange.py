@@ -27,6 +27,7 @@ from nats.js.kv import KeyValue
 
 from control_plane.drains import DrainBook
 from control_plane.observation import ObserverReport
+from control_plane.settings import STOP_TIMEOUT_S
 from control_plane.subjects import (
     DRAIN_KEY,
     OBSERVATIONS,
@@ -35,6 +36,7 @@ from control_plane.subjects import (
     observation_subject,
     observer_of,
 )
+from mesh.cancellation import cancel_and_wait
 from mesh.control import RegionStates
 from mesh.natsconn import credentials
 from mesh.secrets import Secrets
@@ -73,10 +75,8 @@ class Exchange:
         self._task = asyncio.create_task(self._connect_forever(), name="nats-connect")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None and await cancel_and_wait([self._task], STOP_TIMEOUT_S):
+            log.warning("the NATS connect task still runs after stop")
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.close()

@@ -30,9 +30,10 @@ from control_plane.observation import ObserverReport, RegionReport
 from control_plane.policy import Event, FailoverPolicy
 from control_plane.probes import Prober
 from control_plane.route import Locator, RouteAnswer, route
-from control_plane.settings import ControlPlaneSettings
+from control_plane.settings import STOP_TIMEOUT_S, ControlPlaneSettings
 from control_plane.synthetic import SyntheticPublish
 from control_plane.tokens import ApiKey
+from mesh.cancellation import cancel_and_wait
 from mesh.control import RegionState, RegionStates
 from mesh.secrets import Secrets
 from mesh.topology import Topology
@@ -116,11 +117,9 @@ class ControlPlaneInstance:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        stuck = await cancel_and_wait(self._tasks, STOP_TIMEOUT_S)
+        if stuck:
+            log.warning("tasks still running after stop: %s", sorted(t.get_name() for t in stuck))
         self._tasks.clear()
         if self.synthetic is not None:
             await self.synthetic.stop()

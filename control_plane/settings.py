@@ -15,6 +15,10 @@ from typing import Any
 
 from control_plane.errors import SettingsError
 
+# How long stopping waits for each group of background tasks to end (they are cancelled
+# again and again meanwhile: see mesh.cancellation).
+STOP_TIMEOUT_S = 5.0
+
 
 @dataclass(frozen=True)
 class ProbeSettings:

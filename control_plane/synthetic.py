@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -28,10 +29,14 @@ from websockets.asyncio.client import connect as ws_connect
 
 from control_plane.classify import PUBLISH
 from control_plane.observation import CheckResult
+from control_plane.settings import STOP_TIMEOUT_S
 from control_plane.subjects import probe_channel
 from control_plane.tokens import ApiKey, mint_token
+from mesh.cancellation import cancel_and_wait
 from mesh.geo import by_distance
 from mesh.topology import Edge, Region, Topology
+
+log = logging.getLogger("edgemesh.control_plane")
 
 _TOKEN_TTL_S = 3600
 _RETRY_S = 0.5
@@ -64,9 +69,8 @@ class _Subscription:
             self.closed.set()
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        if await cancel_and_wait([self._task], STOP_TIMEOUT_S):
+            log.warning("a synthetic probe's reader still runs after close")
         with contextlib.suppress(Exception):
             await self.ws.close()
         self.closed.set()
@@ -101,9 +105,8 @@ class SyntheticPublish:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if await cancel_and_wait([self._task], STOP_TIMEOUT_S):
+                log.warning("the synthetic subscriber still runs after stop")
             self._task = None
         if self._current is not None:
             await self._current.close()
