@@ -29,7 +29,8 @@ SOCKET_EXTENSION = "edgemesh.socket"
 
 # Keepalive pings fall due on this grid (seconds of the event loop's clock), so one
 # wake-up of the edge pings every connection due in that second instead of one wake-up
-# each: a ping goes out up to one grid step after the heartbeat interval.
+# each: a connection's first ping goes out up to 0.9 step after the heartbeat interval
+# (or 0.1 before), the next ones one interval apart (see ping_slot).
 PING_GRID_S = 1.0
 
 

@@ -14,9 +14,14 @@ from pathlib import Path
 from mesh.nats_config import render_nats_config
 from mesh.process import FreePorts, LaunchError
 from mesh.secrets import generate_secrets, load_secrets
-from mesh.topology import Topology, TopologyError, dev_topology, load_topology, local_topology
-
-DEV_PORT_BASE = 14000  # `edgemesh dev`'s first port without --port-base
+from mesh.topology import (
+    DEV_PORT_BASE,
+    Topology,
+    TopologyError,
+    dev_topology,
+    load_topology,
+    local_topology,
+)
 
 # Modules that may add subcommands: each has `register(subparsers) -> None`, and each
 # subcommand sets `func` (args -> exit code) with `set_defaults`.
@@ -73,7 +78,7 @@ def _dev_topology(args: argparse.Namespace) -> Topology:
     edges = 1 if args.edges_per_region is None else args.edges_per_region
     if args.port_base == 0:
         return local_topology(FreePorts(), servers, edges)
-    return dev_topology(args.port_base or DEV_PORT_BASE, servers, edges)
+    return dev_topology(DEV_PORT_BASE if args.port_base is None else args.port_base, servers, edges)
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:

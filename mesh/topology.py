@@ -420,8 +420,12 @@ def local_topology(
     return parse_topology({"regions": out, "dns": {"zone": zone}})
 
 
+# `edgemesh dev`'s first port, when not told otherwise.
+DEV_PORT_BASE = 14000
+
+
 def dev_topology(
-    port_base: int = 14000,
+    port_base: int = DEV_PORT_BASE,
     servers_per_region: int = 1,
     edges_per_region: int = 1,
     regions: tuple[tuple[str, float, float], ...] = DEV_REGIONS,
