@@ -1,12 +1,14 @@
-"""The floor under the fan-out benchmark: one bare ``transport.write()`` per socket.
+"""The floor under the fan-out benchmark: one bare write per socket, two ways.
 
     python bench/write_floor.py [--sockets 500] [--rate 20] [--duration 10] [--size 150]
 
 A uvloop server process (this one) accepts `sockets` loopback connections from a reader
 process, then writes one `size`-byte frame to every socket `rate` times a second, with
-nothing else on the path: no NATS, no JSON, no checks. It prints the server's CPU per
-write, twice: in the write loop alone (the thread's CPU clock around each loop), and in
-all (user+sys of the process over the run, its wake-ups included), the same measure
+nothing else on the path: no NATS, no JSON, no checks; first with uvloop's
+``transport.write()``, then with ``os.write()`` to each socket's fd (the edge's direct
+path, ``edge/direct.py``). For each it prints the server's CPU per write, twice: in
+the write loop alone (the thread's CPU clock around each loop), and in all (user+sys
+of the process over the run, its wake-ups included), the same measure
 ``bench/fanout.py`` takes of the edges. Run it in the same session as the fan-out
 benchmark: on a shared virtual machine this floor moves from hour to hour, and the
 edge's figure with it.
@@ -52,8 +54,8 @@ def process_cpu_s() -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def measure(args: argparse.Namespace) -> tuple[float, float]:
-    """(µs per write in the loop alone, µs per write in all)."""
+async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """Per way of writing: (µs per write in the loop alone, µs per write in all)."""
     loop = asyncio.get_running_loop()
     transports: list[asyncio.Transport] = []
     all_in = loop.create_future()
@@ -71,22 +73,35 @@ async def measure(args: argparse.Namespace) -> tuple[float, float]:
     try:
         await asyncio.wait_for(all_in, 60)
         targets = tuple(transports)
+        fds = tuple(t.get_extra_info("socket").fileno() for t in targets)
         frame = b"\x81\x7e" + args.size.to_bytes(2, "big") + b"x" * args.size
-        writes = 0
-        in_loop_ns = 0
-        cpu0 = process_cpu_s()
-        start = time.perf_counter()
-        for k in range(int(args.rate * args.duration)):
-            delay = start + k / args.rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            t0 = time.thread_time_ns()
+
+        def through_transports() -> None:
             for t in targets:
                 t.write(frame)
-            in_loop_ns += time.thread_time_ns() - t0
-            writes += len(targets)
-        cpu = process_cpu_s() - cpu0
-        return in_loop_ns / writes / 1000, cpu / writes * 1e6
+
+        def to_fds() -> None:  # what the edge's direct path does (edge/direct.py)
+            write = os.write
+            for fd in fds:
+                write(fd, frame)
+
+        results = {}
+        for name, loop_once in (("transport.write()", through_transports), ("os.write()", to_fds)):
+            writes = 0
+            in_loop_ns = 0
+            cpu0 = process_cpu_s()
+            start = time.perf_counter()
+            for k in range(int(args.rate * args.duration)):
+                delay = start + k / args.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                t0 = time.thread_time_ns()
+                loop_once()
+                in_loop_ns += time.thread_time_ns() - t0
+                writes += len(targets)
+            cpu = process_cpu_s() - cpu0
+            results[name] = (in_loop_ns / writes / 1000, cpu / writes * 1e6)
+        return results
     finally:
         for t in transports:
             t.close()
@@ -106,12 +121,13 @@ def main() -> None:
     args = p.parse_args()
     import uvloop
 
-    in_loop, overall = uvloop.run(measure(args))
+    results = uvloop.run(measure(args))
     print(
         f"write floor: {args.sockets} loopback sockets, {args.rate:g} frames/s each, "
-        f"{args.size}-byte payload, {args.duration:g} s"
+        f"{args.size}-byte payload, {args.duration:g} s per way of writing"
     )
-    print(f"  us per write, loop alone: {in_loop:.2f}; process in all: {overall:.2f}")
+    for name, (in_loop, overall) in results.items():
+        print(f"  {name:<18} us per write, loop alone: {in_loop:.2f}; in all: {overall:.2f}")
 
 
 if __name__ == "__main__":

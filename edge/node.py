@@ -296,6 +296,10 @@ class EdgeNode:
         if self.mesh is not None:
             self.mesh.hub.drop_sink(session)
 
+    def hub_sink_changed(self, session: ClientSession) -> None:
+        if self.mesh is not None:
+            self.mesh.hub.sink_changed(session)
+
     def submit(self, pub: Publication) -> asyncio.Future[Ack]:
         if self.mesh is None or self.shutting_down:
             raise MeshUnavailable("this edge is not connected to the mesh")

@@ -28,6 +28,7 @@ import uvicorn
 import uvicorn.config
 
 from edge.app import create_app
+from edge.direct import claim_open_files
 from edge.node import EdgeNode
 from edge.settings import OVERRUN_EXIT_CODE
 from edge.wsprotocol import EdgeWebSocketProtocol
@@ -158,6 +159,7 @@ def serve(node: EdgeNode, host: str, port: int, log_level: str = "warning") -> N
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     config = uvicorn_config(node, host, port, log_level)  # this configures uvicorn's loggers
     logging.getLogger("uvicorn.error").addFilter(RedactTokens())
+    claim_open_files(node.settings.limits.max_connections)
     server = EdgeServer(config, node)
     server.run()
     if server.signalled_at is not None:

@@ -61,8 +61,11 @@ class ClientSession:
         self._max_buffer = limits.max_send_buffer_bytes
         self._rate = PublishRateGuard(limits, time.monotonic())
         self._expiry: asyncio.TimerHandle | None = None
-        self.transport = socket.transport  # what edge.fanout writes to
+        self.transport = socket.transport  # what send_frame writes to
         socket.on_over_limit = self._over_limit
+        # The fan-out must rebuild its lists when the connection leaves the direct write
+        # path or may take it again (edge.direct).
+        socket.direct.on_change = self._direct_changed
 
     # -- the hub's sink (hot path) ---------------------------------------------------
 
@@ -78,6 +81,9 @@ class ClientSession:
         t.write(frame)
         if t.get_write_buffer_size() > self._max_buffer:
             self._over_limit()
+
+    def _direct_changed(self) -> None:
+        self.node.hub_sink_changed(self)
 
     def _over_limit(self) -> None:
         if self.closing:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState, PayloadTooBig
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from edge import replies
+from edge.direct import DirectPath, GuardedTransport
 from edge.errors import CloseCode, EdgeError, ErrorCode
 from edge.wsframe import close_frame
 
@@ -39,10 +41,12 @@ class RawSocket(Protocol):
 
     The hot path may write to ``transport`` itself, provided it writes nothing once it
     has called :meth:`close_now` and nothing while ``transport.is_closing()`` (every
-    close the protocol starts on its own closes the transport at once).
+    close the protocol starts on its own closes the transport at once); or to the fd
+    that ``direct`` hands out, by the rules of :mod:`edge.direct`.
     """
 
     transport: asyncio.Transport
+    direct: DirectPath
     # Set by the connection's owner: called when a write leaves more than the send
     # buffer limit waiting (see edge.fanout).
     on_over_limit: Callable[[], None] | None
@@ -50,6 +54,8 @@ class RawSocket(Protocol):
     def can_write(self) -> bool: ...
 
     def write(self, frame: bytes) -> None: ...
+
+    def over_limit(self) -> None: ...
 
     def close_now(self, code: int, reason: str, grace_s: float, before: bytes = b"") -> None: ...
 
@@ -66,6 +72,20 @@ def ping_slot(due: float, grid_s: float = PING_GRID_S) -> float:
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     on_over_limit: Callable[[], None] | None = None
+    direct: DirectPath
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Everything the protocol writes goes through the guard of the direct path.
+        inner = cast(asyncio.Transport, transport)
+        self.direct = DirectPath(inner, self.can_write)
+        super().connection_made(GuardedTransport(inner, self.direct, self._is_open))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.direct.close()
+        super().connection_lost(exc)
+
+    def _is_open(self) -> bool:
+        return self.conn.state is State.OPEN and not self.close_sent
 
     def over_limit(self) -> None:
         """The connection's write buffer is over its limit (edge.fanout calls this)."""
@@ -136,6 +156,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         """
         if not self.can_write():
             return
+        self.direct.leave()
         try:
             self.conn.send_close(code, reason)
         except InvalidState:

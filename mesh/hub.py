@@ -76,8 +76,9 @@ class Fanout(Protocol):
     The hot path of delivery costs a write per sink, and every Python object touched
     per sink costs too (mostly cache misses, at 50 ms between messages). So the hub
     asks :meth:`prepare` for what :meth:`write` needs to reach a channel's sinks
-    (e.g. their transports) at the first message after the channel's sinks changed,
-    and calls :meth:`write` once per message. A sink the hub delivers to must take every frame
+    (e.g. their sockets' fds) at the first message after the channel's sinks changed
+    or one of them changed how it is reached (:meth:`ChannelHub.sink_changed`), and
+    calls :meth:`write` once per message. A sink the hub delivers to must take every frame
     that ``write`` is given for it: a sink that must not get more leaves the hub
     (:meth:`ChannelHub.drop_sink`, safe to call from inside ``write``). ``write``
     must not let one sink's failure starve the others.
@@ -242,6 +243,14 @@ class ChannelHub:
             if not ch.sinks:
                 self._spawn(self.unsubscribe(name, sink), f"close {name}")
         self._sink_channels.pop(sink, None)
+
+    def sink_changed(self, sink: Sink) -> None:
+        """How `sink` is reached changed: each of its channels asks the Fanout to
+        prepare again before its next frame (safe to call from inside ``write``)."""
+        for name in self._sink_channels.get(sink, ()):
+            ch = self._channels.get(name)
+            if ch is not None:
+                ch.stale = True
 
     async def resync(self) -> None:
         """Repair every channel (after a NATS reconnect: messages may have been missed)."""

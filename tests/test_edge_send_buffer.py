@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from edge.capabilities import Capabilities
+from edge.direct import DirectPath
 from edge.errors import CloseCode
 from edge.limits import Limits
 from edge.node import EdgeNode
@@ -38,6 +39,10 @@ class TcpSocket:
 
     transport: asyncio.Transport
     closes: list[tuple[int, str, bytes]] = field(default_factory=list)
+    direct: DirectPath = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.direct = DirectPath(self.transport, self.can_write)
 
     def can_write(self) -> bool:
         return not self.transport.is_closing()
