@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import nats
@@ -12,7 +13,7 @@ from nats.js.api import PubAck, StreamConfig
 from nats.js.client import JetStreamContext
 
 from mesh.process import wait_until
-from mesh.supercluster import Supercluster
+from mesh.supercluster import Supercluster, server_env, shared_gomaxprocs
 from tests.conftest import NatsClients, start_supercluster
 
 TRANSIENT = (
@@ -31,6 +32,27 @@ async def publish_acked(js: JetStreamContext, subject: str, data: bytes, msg_id:
         except TRANSIENT:
             await asyncio.sleep(0.1)
     pytest.fail(f"publish {msg_id} to {subject} never acked")
+
+
+def test_servers_sharing_a_machine_share_its_cores() -> None:
+    assert shared_gomaxprocs(2, 3) == 1
+    assert shared_gomaxprocs(8, 3) == 2
+    assert shared_gomaxprocs(8, 2) == 4
+    assert shared_gomaxprocs(1, 9) == 1
+    assert server_env(1, {"PATH": "/bin"}) is None  # alone: Go's default
+    assert server_env(3, {"GOMAXPROCS": "7"}) is None  # the operator's choice stands
+    env = server_env(3, {"PATH": "/bin"})
+    assert env is not None and env["PATH"] == "/bin" and int(env["GOMAXPROCS"]) >= 1
+
+
+def test_running_servers_got_their_share(supercluster: Supercluster) -> None:
+    share = os.environ.get("GOMAXPROCS") or shared_gomaxprocs(
+        len(os.sched_getaffinity(0)), len(supercluster.servers)
+    )
+    for h in supercluster.servers.values():
+        assert h.process.pid is not None
+        environ = Path(f"/proc/{h.process.pid}/environ").read_bytes().split(b"\0")
+        assert f"GOMAXPROCS={share}".encode() in environ, h.server.name
 
 
 def test_every_region_has_gateways_to_the_others(supercluster: Supercluster) -> None:
