@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import NamedTuple, Protocol, cast
 
 from edge.direct import DirectPath
@@ -55,8 +56,11 @@ class Prepared(NamedTuple):
 
 
 class TransportFanout:
-    def __init__(self, max_send_buffer_bytes: int) -> None:
+    def __init__(
+        self, max_send_buffer_bytes: int, on_spill: Callable[[], None] | None = None
+    ) -> None:
         self.max_send_buffer_bytes = max_send_buffer_bytes
+        self.on_spill = on_spill  # counts what the kernel did not take whole
 
     def prepare(self, sinks: tuple[Sink, ...]) -> Prepared:
         fds: list[int] = []
@@ -87,6 +91,8 @@ class TransportFanout:
 
     def _spill(self, conn: Connection, frame: bytes, written: int) -> None:
         try:
+            if self.on_spill is not None:
+                self.on_spill()
             conn.direct.spill(frame, written)
             if conn.transport.get_write_buffer_size() > self.max_send_buffer_bytes:
                 conn.over_limit()

@@ -113,6 +113,11 @@ class EdgeMetrics:
             "edgemesh_slow_consumer_disconnects_total",
             "Connections cut off because their send buffer passed the limit.",
         )
+        self.fanout_spills = Counter(
+            "edgemesh_fanout_spills_total",
+            "Deliveries the kernel took only in part on the direct write path: the rest "
+            "waited in the connection's transport (a reader falling behind).",
+        )
         self.publish_ack_seconds = Histogram(
             "edgemesh_publish_ack_seconds",
             "Time from receiving a publish to its ack or nack.",
@@ -131,6 +136,7 @@ class EdgeMetrics:
             self.connections_opened,
             self.disconnects,
             self.slow_consumers,
+            self.fanout_spills,
             self.publish_ack_seconds,
             self.delivery_lag_seconds,
         )

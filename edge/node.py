@@ -137,7 +137,9 @@ class EdgeNode:
             settings,
             replies.message_frame,
             on_delivery_lag=self.metrics.delivery_lag_seconds.observe,
-            fanout=TransportFanout(self.settings.limits.max_send_buffer_bytes),
+            fanout=TransportFanout(
+                self.settings.limits.max_send_buffer_bytes, on_spill=self.metrics.fanout_spills.inc
+            ),
         )
         mirrors = MirrorWatch(js, self.topology, self.region, settings)
         mirrors.start()

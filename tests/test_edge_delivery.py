@@ -118,6 +118,7 @@ async def test_stalled_subscriber_is_cut_while_100_others_get_everything(
     url = edges.ws_url("eu", edges.token("fan"))
     key = "edgemesh_slow_consumer_disconnects_total"
     reason = 'edgemesh_disconnects_total{reason="slow_consumer"}'
+    spills = "edgemesh_fanout_spills_total"
     before = edges.metrics("eu")
     # The stalled client: the library stops reading from the socket once 1 frame waits.
     async with connect(url, max_queue=1, compression=None, max_size=None) as stalled:
@@ -165,3 +166,5 @@ async def test_stalled_subscriber_is_cut_while_100_others_get_everything(
     after = edges.metrics("eu")
     assert after[key] - before.get(key, 0) == 1
     assert after[reason] - before.get(reason, 0) == 1
+    # It left the direct write path when the kernel stopped taking its frames.
+    assert after[spills] - before.get(spills, 0) >= 1

@@ -195,7 +195,8 @@ def test_a_connection_the_kernel_stops_taking_moves_to_its_transport_and_back(
     async def body() -> None:
         async with connections(2) as pairs:
             (slow, slow_reader), (fast, fast_reader) = pairs
-            owner = Owner(TransportFanout(FILL * 4), pairs)
+            spills: list[None] = []
+            owner = Owner(TransportFanout(FILL * 4, on_spill=lambda: spills.append(None)), pairs)
             await stall(slow_reader)
             frames = [numbered(k, 64 * 1024) for k in range(400)]  # 25 MiB
             moved_at = None
@@ -206,6 +207,7 @@ def test_a_connection_the_kernel_stops_taking_moves_to_its_transport_and_back(
                     assert slow.transport.get_write_buffer_size() > 0
                 await asyncio.sleep(0)  # the other reader reads
             assert moved_at is not None, "the kernel took 25 MiB: nothing was spilled"
+            assert len(spills) >= 1
             prepared = owner.write(b"")  # the rebuilt lists: the stalled one off the fds
             assert slow in prepared.others and slow not in prepared.by_fd.values()
             total = sum(len(f) for f in frames)
