@@ -390,3 +390,20 @@ def test_fd_budget() -> None:
     # The hard limit caps it: fewer copies, never fewer sockets.
     assert fd_budget(1024, want - 1, 10_000) == (want - 1, 10_000 - 1)
     assert fd_budget(20_000, 15_000, 10_000) == (20_000, 20_000 - 10_000 - reserve)
+
+
+def test_claim_open_files_raises_the_soft_limit_and_sets_the_ceiling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * 1000 + direct.FD_RESERVE
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"the hard open-files limit {hard} is below {want}")
+    monkeypatch.setattr(direct, "fd_ceiling", direct.fd_ceiling)  # restored after
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard))
+    try:
+        direct.claim_open_files(1000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (want, hard)
+        assert direct.fd_ceiling == want - 1000 - direct.FD_RESERVE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
