@@ -3,8 +3,8 @@
 Why: on the fan-out's hot path, a write through the transport touches the transport
 object, its buffer and its libuv handle, one cache miss each per connection; writing
 the frame straight to the socket's file descriptor touches nothing per connection
-but an int. In ``bench/fanout.py`` that took the edges from ~8.8 to ~7.4 µs of CPU
-per delivery.
+but an int. In ``bench/fanout.py`` that took the edges from 9.1-9.4 to 7.9-8.35 µs
+of CPU per delivery (docs/edge.md, Benchmark).
 
 Three rules keep it as safe as the transport's own writes:
 
