@@ -41,45 +41,45 @@ log = logging.getLogger("edgemesh.edge")
 
 # File descriptors a process needs besides its connections and their copies.
 FD_RESERVE = 256
-# A copy is made only below this fd number, so that the copies never take the fds
-# that accepting `max_connections` connections needs (set by claim_open_files).
-fd_ceiling = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
+# How many copies may be open at once, so that they never take the fds that accepting
+# `max_connections` connections needs (set by claim_open_files).
+copy_budget = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
+_live_copies = 0
 
 _fd_warning_logged = False
 
 
 class FdBudget(NamedTuple):
     soft_limit: int  # the open-files limit to set
-    ceiling: int  # copies of sockets only below this fd number
+    copies: int  # at most this many copies open at once
 
 
 def fd_budget(soft: int, hard: int, max_connections: int) -> FdBudget:
     """Each connection takes two fds (its socket and the direct path's copy): ask for
-    enough, as far as the hard limit allows, and keep the copies off the fds that
-    `max_connections` sockets need."""
+    enough, as far as the hard limit allows, and leave the copies only what
+    `max_connections` sockets and the reserve do not need."""
     want = 2 * max_connections + FD_RESERVE
     if soft < want:
         soft = want if hard == resource.RLIM_INFINITY else max(soft, min(hard, want))
-    return FdBudget(soft, soft - max_connections - FD_RESERVE)
+    return FdBudget(soft, max(0, soft - max_connections - FD_RESERVE))
 
 
 def claim_open_files(max_connections: int) -> None:
-    """Raise this process's open-files limit for `max_connections` and set the ceiling."""
-    global fd_ceiling
+    """Raise this process's open-files limit for `max_connections`; set the copy budget."""
+    global copy_budget
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     budget = fd_budget(soft, hard, max_connections)
     if budget.soft_limit != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (budget.soft_limit, hard))
-    fd_ceiling = budget.ceiling
-    spare = max(0, budget.ceiling - FD_RESERVE)
-    if spare < max_connections:
+    copy_budget = budget.copies
+    if budget.copies < max_connections:
         log.warning(
-            "open-files limit %d (hard %s): only about %d of %d connections can take the "
-            "direct write path, the others write through their transports (raise the "
+            "open-files limit %d (hard %s): only %d of %d connections can take the direct "
+            "write path at once, the others write through their transports (raise the "
             "hard limit to %d)",
             budget.soft_limit,
             hard,
-            spare,
+            budget.copies,
             max_connections,
             2 * max_connections + FD_RESERVE,
         )
@@ -119,20 +119,21 @@ class DirectPath:
         return self.fd
 
     def _dup(self) -> int:
-        global _fd_warning_logged
+        global _fd_warning_logged, _live_copies
         sock = self.transport.get_extra_info("socket")
         if sock is None or self.transport.get_extra_info("sslcontext") is not None:
             self.unusable = True
             return -1
-        try:
-            fd = os.dup(sock.fileno())
-        except OSError as exc:
-            reason = str(exc)
-        else:
-            if fd < fd_ceiling:
+        if _live_copies < copy_budget:
+            try:
+                fd = os.dup(sock.fileno())
+            except OSError as exc:
+                reason = str(exc)
+            else:
+                _live_copies += 1
                 return fd
-            os.close(fd)
-            reason = f"fd {fd} is over the ceiling {fd_ceiling}"
+        else:
+            reason = f"all {copy_budget} copies are in use"
         self.unusable = True
         if not _fd_warning_logged:
             _fd_warning_logged = True
@@ -174,10 +175,12 @@ class DirectPath:
 
     def close(self) -> None:
         """The connection is gone: tell the owner, then close our fd."""
+        global _live_copies
         self.leave()
         self.closed = True
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
+            _live_copies -= 1
             os.close(fd)
 
 

@@ -52,6 +52,7 @@ class ServerSide(asyncio.Protocol):
     transport: asyncio.Transport = field(init=False)
     direct: DirectPath = field(init=False)
     on_change_hook: Callable[[], None] | None = None
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         inner = cast(asyncio.Transport, transport)
@@ -61,6 +62,7 @@ class ServerSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.direct.close()
+        self.lost.set()
 
     def changed(self) -> None:
         self.changes += 1
@@ -151,7 +153,8 @@ async def connections(n: int) -> AsyncIterator[list[tuple[ServerSide, Reader]]]:
                 if t is not None and not t.is_closing():
                     t.abort()
         server.close()
-        await asyncio.sleep(0)  # let connection_lost close the direct paths' fds
+        for side, _ in pairs:  # connection_lost closes the direct paths' fds
+            await asyncio.wait_for(side.lost.wait(), 5)
 
 
 async def stall(reader: Reader) -> None:
@@ -359,21 +362,29 @@ def is_open(fd: int) -> bool:
 
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
-def test_no_direct_path_over_the_fd_ceiling(
+def test_no_direct_path_past_the_copy_budget(
     loop_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def body() -> None:
-        async with connections(2) as pairs:
-            monkeypatch.setattr(direct, "fd_ceiling", 0)
+        async with connections(3) as pairs:
+            live = direct._live_copies
+            monkeypatch.setattr(direct, "copy_budget", live + 2)  # room for two copies
             owner = Owner(TransportFanout(1 << 20), pairs)
             prepared = owner.write(b"frame")
-            assert not prepared.fds and len(prepared.others) == 2
-            for side, reader in pairs:
-                assert side.direct.unusable and side.direct.fd == -1
+            assert len(prepared.fds) == 2 and len(prepared.others) == 1
+            assert direct._live_copies == live + 2
+            (left_out,) = prepared.others
+            assert left_out.direct.unusable and left_out.direct.fd == -1
+            for _, reader in pairs:
                 assert await reader.until(5) == b"frame"
             # Unusable for good: an empty buffer does not ask for a rebuild each frame.
             owner.write(b"again")
-            assert all(side.changes == 0 for side, _ in pairs)
+            assert left_out.changes == 0
+            for side, _ in pairs:
+                side.transport.abort()
+            for side, _ in pairs:
+                await side.lost.wait()
+            assert direct._live_copies == live  # each connection_lost gave its copy back
 
     run(loop_name, body)
 
@@ -381,29 +392,30 @@ def test_no_direct_path_over_the_fd_ceiling(
 def test_fd_budget() -> None:
     inf = resource.RLIM_INFINITY
     reserve = direct.FD_RESERVE
-    # Enough already: kept; copies below soft - connections - reserve.
+    # Enough already: kept; copies get what sockets and the reserve leave.
     assert fd_budget(100_000, 100_000, 10_000) == (100_000, 100_000 - 10_000 - reserve)
-    # Too low: raised to exactly two fds per connection plus the reserve.
+    # Too low: raised to exactly two fds per connection plus the reserve: a copy each.
     want = 2 * 10_000 + reserve
-    assert fd_budget(1024, inf, 10_000) == (want, want - 10_000 - reserve)
+    assert fd_budget(1024, inf, 10_000) == (want, 10_000)
     assert fd_budget(1024, want, 10_000) == (want, 10_000)
     # The hard limit caps it: fewer copies, never fewer sockets.
     assert fd_budget(1024, want - 1, 10_000) == (want - 1, 10_000 - 1)
     assert fd_budget(20_000, 15_000, 10_000) == (20_000, 20_000 - 10_000 - reserve)
+    assert fd_budget(1024, 1024, 10_000) == (1024, 0)  # no copies at all
 
 
-def test_claim_open_files_raises_the_soft_limit_and_sets_the_ceiling(
+def test_claim_open_files_raises_the_soft_limit_and_sets_the_copy_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * 1000 + direct.FD_RESERVE
     if hard != resource.RLIM_INFINITY and hard < want:
         pytest.skip(f"the hard open-files limit {hard} is below {want}")
-    monkeypatch.setattr(direct, "fd_ceiling", direct.fd_ceiling)  # restored after
+    monkeypatch.setattr(direct, "copy_budget", direct.copy_budget)  # restored after
     resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard))
     try:
         direct.claim_open_files(1000)
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (want, hard)
-        assert direct.fd_ceiling == want - 1000 - direct.FD_RESERVE
+        assert direct.copy_budget == 1000
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
