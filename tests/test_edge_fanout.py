@@ -286,26 +286,18 @@ def test_send_buffer_limit_at_its_boundary_through_the_transport(loop_name: str)
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_send_buffer_limit_at_its_boundary_on_the_direct_path(loop_name: str) -> None:
     async def body() -> None:
-        async with connections(1) as pairs:
-            side, reader = pairs[0]
-            await stall(reader)
-            big = b"y" * FILL
-            n = os.write(side.direct.open(), big)  # what the kernel takes now
-            assert 0 < n < FILL
-            # The next frame is refused whole (EAGAIN): all of it goes to the transport.
-            kept = Owner(TransportFanout(FILL), pairs)
-            kept.write(big)
-            assert side.changes == 1 and side.transport.get_write_buffer_size() == FILL
-            assert side.over_limit_calls == 0  # exactly at the limit
-            side.transport.abort()
-
-        async with connections(1) as pairs:
-            side, reader = pairs[0]
-            await stall(reader)
-            os.write(side.direct.open(), big)
-            cut = Owner(TransportFanout(FILL - 1), pairs)
-            cut.write(big)
-            assert side.over_limit_calls == 1  # one byte over
+        big = b"y" * FILL
+        # Exactly at the limit: kept; one byte over: cut.
+        for limit, cuts in ((FILL, 0), (FILL - 1, 1)):
+            async with connections(1) as pairs:
+                side, reader = pairs[0]
+                await stall(reader)
+                n = os.write(side.direct.open(), big)  # what the kernel takes now
+                assert 0 < n < FILL
+                # The next frame is refused whole (EAGAIN): all of it goes to the transport.
+                Owner(TransportFanout(limit), pairs).write(big)
+                assert side.changes == 1 and side.transport.get_write_buffer_size() == FILL
+                assert side.over_limit_calls == cuts, limit
 
     run(loop_name, body)
 
