@@ -12,7 +12,9 @@ Three rules keep it as safe as the transport's own writes:
    here and closed in :meth:`DirectPath.close` (the protocol's ``connection_lost``)
    only after the owner was told (:attr:`DirectPath.on_change`): the number cannot
    be reused by a new connection while a fan-out list still holds it, whatever the
-   event loop did with its own fd.
+   event loop did with its own fd. (uvloop and asyncio both call ``connection_lost``
+   before they close their fd today; no documented rule says so, and a frame written
+   to a reused number would go to a stranger, so the edge does not depend on it.)
 2. **Order.** A direct write happens only while the transport's own buffer is empty.
    Every other write goes through :class:`GuardedTransport`: when one leaves bytes
    buffered, the connection leaves the direct path at once (:meth:`DirectPath.leave`

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
+from tests.rawws import masked_frame, take_frames, upgrade_request, upgrade_response
 
 ENV = {
     "EDGEMESH_PUBLISH_RATE_PER_S": "1000000",
@@ -88,6 +89,80 @@ async def test_subscribe_in_us_then_publish_in_eu_loses_nothing(edges: EdgeClust
             await pub.send({"type": "publish", "channel": channel, "data": i})
         got = await sub.messages(trials, within=120)
         assert sorted(m["data"] for m in got) == list(range(trials))
+
+
+async def test_connections_churning_during_fan_out_get_only_their_own_frames(
+    edges: EdgeCluster,
+) -> None:
+    """Connections come and go on the eu edge while a channel's messages fan out there
+    (the direct path writes each delivery to a copy of the socket's fd). A new
+    connection, which often gets the fd number of one just gone, must see its 101
+    first, then `connected`, then nothing of a channel it did not subscribe to; one
+    that did subscribe gets its messages in order; the subscriber that stays gets
+    everything. (The narrow window where a stale fd number could be written to is
+    tested deterministically in tests/test_edge_fanout.py; this is the end-to-end
+    check of isolation under churn.)"""
+    n = 400
+    edge = edges.edge("eu").edge
+    loop = asyncio.get_running_loop()
+    checked = {"quiet": 0, "churn": 0}
+
+    async def churn_one(i: int) -> None:
+        reader, writer = await asyncio.open_connection(edge.host, edge.port)
+        try:
+            writer.write(upgrade_request(edge.host, edge.port, edges.token(f"churn-{i}")))
+            buf = bytearray()
+            while (head := upgrade_response(buf)) is None:
+                data = await asyncio.wait_for(reader.read(65536), 20)
+                assert data, "closed before the 101"
+                buf += data
+            assert head.startswith(b"HTTP/1.1 101"), head[:80]
+            channel = "churn" if i % 2 else "quiet"
+            sub = {"type": "subscribe", "id": 1, "channel": channel}
+            writer.write(masked_frame(json.dumps(sub).encode()))
+            # Read what comes for a moment (a window to look through, not a wait for a
+            # result: every frame that arrives is checked, however many).
+            frames: list[tuple[int, bytes]] = take_frames(buf)
+            until = loop.time() + 0.02 * (i % 5 + 1)
+            while (left := until - loop.time()) > 0:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), left)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                buf += data
+                frames += take_frames(buf)
+            docs = [json.loads(payload) for opcode, payload in frames if opcode == 0x1]
+            assert docs and docs[0]["type"] == "connected", docs[:2]
+            got = [d["data"] for d in docs if d["type"] == "message"]
+            if channel == "quiet":
+                assert got == [], f"connection {i} got another channel's messages"
+            else:
+                assert got == sorted(got) and all(d["channel"] == "churn" for d in docs[2:])
+            checked[channel] += 1
+        finally:
+            if i % 3:
+                writer.transport.abort()  # a reset, mid-stream
+            else:
+                writer.close()
+
+    async def churner(k: int) -> None:
+        for i in range(25):
+            await churn_one(k * 100 + i)
+
+    async with (
+        WsClient.open(edges.ws_url("eu", edges.token("churn-steady"))) as steady,
+        WsClient.open(edges.ws_url("eu", edges.token("churn-pub"))) as pub,
+    ):
+        await steady.subscribe("churn")
+        receiver = asyncio.create_task(steady.messages(n, within=120))
+        churners = asyncio.gather(*(churner(k) for k in range(8)))
+        acks = await publish_all(pub, "churn", list(range(n)), per_s=200)
+        await asyncio.wait_for(churners, 120)
+        assert all(a["type"] == "ack" for a in acks)
+        assert [m["data"] for m in await receiver] == list(range(n))
+    assert checked == {"quiet": 8 * 13, "churn": 8 * 12}  # every connection was checked
 
 
 async def until_counted(edges: EdgeCluster, key: str, base: float, within: float = 120) -> None:

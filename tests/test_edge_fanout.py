@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -343,6 +344,35 @@ def test_the_direct_fd_closes_only_after_its_owner_was_told(loop_name: str) -> N
             assert side.direct.open() == -1
 
     run(loop_name, body)
+
+
+def test_a_reused_fd_number_is_never_written_to() -> None:
+    """The direct path writes to its own copy of the socket's fd, so it does not depend
+    on the event loop telling the protocol (connection_lost) before it closes its fd:
+    here the transport's fd number is taken by another connection while the fan-out's
+    lists still hold this one (as if a loop closed first and told later). The frame
+    must reach this connection's peer through the copy, and nothing the newcomer."""
+
+    async def body() -> None:
+        async with connections(1) as pairs:
+            side, reader = pairs[0]
+            owner = Owner(TransportFanout(1 << 20), pairs)
+            prepared = owner.write(b"one")
+            number = side.transport.get_extra_info("socket").fileno()
+            assert number not in prepared.fds
+            newcomer, peer = socket.socketpair()
+            with newcomer, peer:
+                os.dup2(newcomer.fileno(), number)  # the number now names the newcomer
+                owner.fanout.write(b"two", prepared)
+                peer.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    peer.recv(100)  # nothing reached the newcomer
+                assert await reader.until(6) == b"onetwo"  # the copy reached the peer
+                side.transport.abort()  # closes `number` (the newcomer's extra fd)
+                await side.lost.wait()
+            assert side.direct.fd == -1
+
+    run("uvloop", body)
 
 
 def is_open(fd: int) -> bool:
