@@ -1,0 +1,284 @@
+"""Publish benchmark: many publishers on one region's edge, pipelined, at fixed rates.
+
+    python bench/publish.py [--connections 20] [--rates 100,1000,4000] [--duration 10]
+                            [--size 100] [--channels 10] [--repeat 1]
+
+Starts a local supercluster (regions eu and us, one nats-server each: us mirrors eu's
+stream) and one real edge per region (``edgemesh edge`` processes), opens the publisher
+connections to the eu edge as lightweight raw WebSocket clients, and publishes
+`size`-byte messages at each aggregate rate, spread evenly over the connections and
+the channels. Each connection pipelines: it never waits for an ack before its next
+publish. Prints per rate: acks/s, publish-to-ack latency p50/p99/max (client-side,
+from the write of the publish to the read of its ack), nacks and missing acks, and
+server CPU (user+sys of the edges and nats-servers, over the measured window) per
+publish, in all and per process. Every ack names a distinct serial (checked). With
+``--repeat N`` a summary gives the median and the spread. Everything it starts is
+stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fanout import PROCS, cpu_seconds, pct
+
+from mesh.process import FreePorts
+from mesh.secrets import generate_secrets
+from mesh.supercluster import Supercluster
+from mesh.topology import DEV_REGIONS, local_topology
+from tests.edge_fixture import EdgeCluster
+from tests.rawws import (
+    PING,
+    PONG,
+    masked_frame,
+    take_frames,
+    upgrade_request,
+    upgrade_response,
+)
+
+TICK_S = 0.005  # the publishers' schedule: what fell due in a tick goes out in one write
+
+
+@dataclass
+class Tally:
+    sent_at: dict[int, int] = field(default_factory=dict)  # publish id -> ns
+    latencies_ms: list[float] = field(default_factory=list)
+    serials: set[str] = field(default_factory=set)
+    nacks: Counter[int] = field(default_factory=Counter)
+    answered: int = 0
+
+
+class Publisher(asyncio.Protocol):
+    """Handshake, then write publishes when told and time their acks. No library."""
+
+    def __init__(self, host: str, port: int, token: str, tally: Tally) -> None:
+        self.request = upgrade_request(host, port, token)
+        self.tally = tally
+        self.buf = bytearray()
+        self.upgraded = False
+        self.ready = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        assert self.transport is not None
+        if not self.upgraded:
+            head = upgrade_response(self.buf)
+            if head is None:
+                return
+            if b" 101 " not in head:
+                self.ready.set_exception(RuntimeError(f"handshake refused: {head!r}"))
+                self.transport.close()
+                return
+            self.upgraded = True
+        now = time.perf_counter_ns()
+        tally = self.tally
+        for opcode, payload in take_frames(self.buf):
+            if opcode == PING:  # the edge's keepalive ping: answer, or be cut off
+                self.transport.write(masked_frame(payload, 0x80 | PONG))
+            elif payload.startswith(b'{"type":"ack"'):
+                reply = json.loads(payload)
+                tally.latencies_ms.append((now - tally.sent_at.pop(reply["id"])) / 1e6)
+                tally.serials.add(reply["serial"])
+                tally.answered += 1
+            elif payload.startswith(b'{"type":"nack"'):
+                reply = json.loads(payload)
+                tally.sent_at.pop(reply["id"], None)
+                tally.nacks[reply["error"]["code"]] += 1
+                tally.answered += 1
+            elif payload.startswith(b'{"type":"connected"') and not self.ready.done():
+                self.ready.set_result(None)
+
+    def publish(self, frames: list[tuple[int, bytes]]) -> None:
+        assert self.transport is not None
+        now = time.perf_counter_ns()
+        for k, _ in frames:
+            self.tally.sent_at[k] = now
+        self.transport.write(b"".join(frame for _, frame in frames))
+
+
+async def run_rate(
+    pubs: list[Publisher],
+    tally: Tally,
+    rate: int,
+    duration: float,
+    size: int,
+    channels: int,
+    pids: list[int],
+    first_id: int,
+) -> dict[str, float]:
+    n = int(rate * duration)
+    pad = "p" * max(0, size - 30)
+    tally.latencies_ms.clear()
+    tally.serials.clear()
+    tally.nacks.clear()
+    tally.answered = 0
+    # Publish k goes from connection k % len(pubs) to channel k % channels.
+    frames = [
+        masked_frame(
+            (
+                f'{{"type":"publish","id":{first_id + k},"channel":"pub-{k % channels}",'
+                f'"data":[{k},"{pad}"]}}'
+            ).encode()
+        )
+        for k in range(n)
+    ]
+    each0 = [cpu_seconds([pid]) for pid in pids]
+    start = time.perf_counter()
+    sent = 0
+    while sent < n:
+        due = min(n, int((time.perf_counter() - start) * rate) + 1)
+        batches: dict[int, list[tuple[int, bytes]]] = {}
+        for k in range(sent, due):
+            batches.setdefault(k % len(pubs), []).append((first_id + k, frames[k]))
+        for i, batch in batches.items():
+            pubs[i].publish(batch)
+        sent = due
+        await asyncio.sleep(TICK_S)
+    deadline = time.perf_counter() + 10
+    # Counters are fed by protocol callbacks: poll them (off the measured path).
+    while tally.answered < n and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    each = [cpu_seconds([pid]) - c0 for pid, c0 in zip(pids, each0, strict=True)]
+    acked = len(tally.latencies_ms)
+    lat = sorted(tally.latencies_ms)
+    return {
+        "rate": rate,
+        "acks_per_s": acked / max(1e-9, elapsed),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "max_ms": lat[-1] if lat else float("nan"),
+        "nacks": sum(tally.nacks.values()),
+        "missing": n - tally.answered,
+        "serials_repeated": acked - len(tally.serials),
+        "cpu_us_per_publish": sum(each) / max(1, acked) * 1e6,
+        **{f"us_{name}": c / max(1, acked) * 1e6 for name, c in zip(PROCS, each, strict=True)},
+        "sent": n,
+    }
+
+
+def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
+    """Median [min-max] over the trials of each rate."""
+
+    def spread(rs: list[dict[str, float]], key: str) -> str:
+        values = sorted(r[key] for r in rs)
+        return f"{statistics.median(values):.1f} [{values[0]:.1f}-{values[-1]:.1f}]"
+
+    for rate, rs in results.items():
+        print(
+            f"{rate:>6} pub/s, {len(rs)} trials: CPU us/publish {spread(rs, 'cpu_us_per_publish')}"
+            f", edge eu {spread(rs, 'us_edge_eu')}, p99 ms {spread(rs, 'p99_ms')}, "
+            f"nacks {int(sum(r['nacks'] for r in rs))}, "
+            f"missing {int(sum(r['missing'] for r in rs))}"
+        )
+
+
+async def bench(args: argparse.Namespace) -> None:
+    regions = tuple(r for r in DEV_REGIONS if r[0] in ("eu", "us"))
+    with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
+        topology = local_topology(FreePorts(), 1, 1, regions)
+        sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
+        sc.start(60)
+        edges = EdgeCluster(sc, Path(tmp) / "edges", log_level="warning")
+        try:
+            edges.start()
+            procs = [edges.edge(region).process for region in ("eu", "us")]
+            procs += [sc.servers[f"{region}-n1"].process for region in ("eu", "us")]
+            pids = [pid for pid in (p.pid for p in procs) if pid is not None]
+            assert len(pids) == len(procs) == 4
+            tally = Tally()
+            loop = asyncio.get_running_loop()
+            edge = edges.edge("eu").edge
+            pubs: list[Publisher] = []
+            for i in range(args.connections):
+                token = edges.token(f"p{i}")
+                _, proto = await loop.create_connection(
+                    lambda t=token: Publisher(edge.host, edge.port, t, tally),  # type: ignore[misc]
+                    edge.host,
+                    edge.port,
+                )
+                pubs.append(proto)
+            await asyncio.wait_for(asyncio.gather(*(p.ready for p in pubs)), 60)
+            print(
+                f"publish: {args.connections} connections to the eu edge, {args.channels} "
+                f"channels, {args.size}-byte messages, pipelined, {args.duration:.0f} s per rate; "
+                "us mirrors eu"
+            )
+            print(
+                f"{'pub/s':>6} {'acks/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+                f"{'nacks':>5} {'missing':>7} {'CPU us/pub':>10} {'edge eu':>8}"
+            )
+            results: dict[int, list[dict[str, float]]] = {rate: [] for rate in args.rates}
+            first_id = 0
+            for rate in [rate for _ in range(args.repeat) for rate in args.rates]:
+                r = await run_rate(
+                    pubs, tally, rate, args.duration, args.size, args.channels, pids, first_id
+                )
+                first_id += int(r["sent"])
+                results[rate].append(r)
+                print(
+                    f"{rate:>6} {r['acks_per_s']:>8.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
+                    f"{r['max_ms']:>7.1f} {int(r['nacks']):>5} {int(r['missing']):>7} "
+                    f"{r['cpu_us_per_publish']:>10.1f} {r['us_edge_eu']:>8.1f}",
+                    flush=True,
+                )
+                print(
+                    "        per process, us/publish: "
+                    + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.1f}" for n in PROCS)
+                )
+                if r["nacks"]:
+                    print(f"  nacks by code: {dict(tally.nacks)}")
+                if r["serials_repeated"]:
+                    print(f"  ERROR: {int(r['serials_repeated'])} acks repeat a serial")
+            print(f"load average {os.getloadavg()[0]:.1f}")
+            if args.repeat > 1:
+                print_summary(results)
+            for p in pubs:
+                if p.transport is not None:
+                    p.transport.close()
+        finally:
+            edges.stop()
+            sc.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--connections", type=int, default=20)
+    p.add_argument(
+        "--rates", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000, 4000]
+    )
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--channels", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=1, help="run the rates this many times")
+    args = p.parse_args()
+    import uvloop
+
+    uvloop.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()
