@@ -5,7 +5,8 @@ future: one writer task sends queued publications to NATS in submission order, s
 connection's publishes are stored in the order it made them without waiting for each
 ack. Every future resolves: to an :class:`Ack` (JetStream's PubAck: the message is
 durable), or to :class:`MeshUnavailable` at once when NATS is disconnected, or when no
-PubAck came within ``publish_timeout_s``.
+PubAck came within ``publish_timeout_s``. One timer watches every publication's
+deadline (they expire in the order they were submitted), not one timer each.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import collections
 import functools
 import json
 import logging
-import secrets
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,8 +74,25 @@ class _Pending:
     headers: dict[str, str]
     message_id: str
     future: asyncio.Future[Ack]
-    timer: asyncio.TimerHandle | None = None
+    deadline: float  # time.monotonic() when it expires
     token: str = ""
+
+
+class _Entropy:
+    """Random bytes from the OS, drawn in blocks: one system call per 409 message ids."""
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._at = 0
+
+    def take(self, n: int) -> bytes:
+        if self._at + n > len(self._block):
+            self._block, self._at = os.urandom(self.BLOCK), 0
+        out = self._block[self._at : self._at + n]
+        self._at += n
+        return out
 
 
 class Publisher:
@@ -94,7 +112,10 @@ class Publisher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._pending: set[_Pending] = set()
+        # Unanswered publications, oldest first: their deadlines come in this order.
+        self._pending: dict[_Pending, None] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._entropy = _Entropy()
 
     def submit(self, pub: Publication) -> asyncio.Future[Ack]:
         """Queue `pub`; the future gives its Ack or fails with MeshUnavailable.
@@ -111,7 +132,7 @@ class Publisher:
         mid = pub.message_id
         headers: dict[str, str] = {}
         if mid is None:
-            mid = assign_message_id(now_ms, secrets.token_bytes(10))
+            mid = assign_message_id(now_ms, self._entropy.take(10))
         else:
             headers[H_DEDUP] = dedup_key(pub.scope, pub.channel, mid)
         headers[H_ID] = header_value(mid)
@@ -119,10 +140,12 @@ class Publisher:
             headers[H_NAME] = header_value(pub.name)
         if pub.client_id is not None:
             headers[H_CLIENT] = header_value(pub.client_id)
-        p = _Pending(stored_subject(self.region, token), pub.data, headers, mid, fut)
-        p.timer = loop.call_later(self.settings.publish_timeout_s, self._expire, p)
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        p = _Pending(stored_subject(self.region, token), pub.data, headers, mid, fut, deadline)
         fut.add_done_callback(functools.partial(self._done, p))
-        self._pending.add(p)
+        self._pending[p] = None
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.settings.publish_timeout_s, self._sweep)
         self._queue.append(p)
         if self._writer is None or self._writer.done():
             self._wake = asyncio.Event()
@@ -132,18 +155,26 @@ class Publisher:
             self._wake.set()
         return fut
 
-    def _expire(self, p: _Pending) -> None:
-        if not p.future.done():
-            p.future.set_exception(
-                MeshUnavailable(
-                    f"JetStream did not acknowledge within {self.settings.publish_timeout_s} s"
+    def _sweep(self) -> None:
+        """Fail the publications past their deadline; watch the next one's."""
+        self._sweeper = None
+        now = time.monotonic()
+        while self._pending:
+            p = next(iter(self._pending))
+            if p.deadline > now:  # and so are all the later ones
+                delay = p.deadline - now
+                self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep)
+                return
+            del self._pending[p]
+            if not p.future.done():
+                p.future.set_exception(
+                    MeshUnavailable(
+                        f"JetStream did not acknowledge within {self.settings.publish_timeout_s} s"
+                    )
                 )
-            )
 
     def _done(self, p: _Pending, _fut: object = None) -> None:
-        self._pending.discard(p)
-        if p.timer is not None:
-            p.timer.cancel()
+        self._pending.pop(p, None)
         if p.token:
             self.mux.close(p.token)
 

@@ -13,7 +13,7 @@ from mesh.directget import DirectReader
 from mesh.errors import ChannelError, MeshUnavailable
 from mesh.history import MirrorWatch
 from mesh.message import StoredMessage, decode_stored
-from mesh.publisher import Publication, Publisher, assign_message_id
+from mesh.publisher import Ack, Publication, Publisher, assign_message_id
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.streams import (
@@ -245,6 +245,50 @@ async def test_a_region_starting_first_creates_the_streams_its_mirrors_need(
         await asyncio.sleep(0.05)
     assert (await js.stream_info(mirror_name("ap", "us"))).state.last_seq >= ack.seq
     await pub.close()
+
+
+async def test_each_publication_expires_at_its_own_deadline(
+    streams: None, nats_client: NatsClients
+) -> None:
+    """One timer watches every deadline: publications submitted 0.2 s apart each fail
+    at their own timeout, neither sooner nor a timeout later, and one answered in
+    between is acked, not failed."""
+    nc = await nats_client("eu")
+
+    async def swallow(msg: Msg) -> None:  # answers only the publication saying "answer"
+        if msg.data == b'"answer"':
+            await nc.publish(msg.reply, b'{"stream":"EM_slow","seq":7}')
+
+    await nc.subscribe("em.msg.slow.>", cb=swallow)
+    await nc.flush()
+    timeout = 0.6
+    pub = Publisher(nc, "slow", MeshSettings(publish_timeout_s=timeout))
+    submitted: list[tuple[float, asyncio.Future[Ack]]] = []
+    ended: dict[int, float] = {}
+    for i, data in enumerate((b"1", b'"answer"', b"2", b"3")):
+        fut = pub.submit(Publication("c", data))
+        fut.add_done_callback(lambda _f, i=i: ended.setdefault(i, time.monotonic()))
+        submitted.append((time.monotonic(), fut))
+        await asyncio.sleep(0.2)  # the scenario: submissions spread over the timeout
+    assert (await asyncio.wait_for(submitted[1][1], 5)).seq == 7
+    for i in (0, 2, 3):
+        at, fut = submitted[i]
+        with pytest.raises(MeshUnavailable, match="acknowledge"):
+            await asyncio.wait_for(fut, 5)
+        assert timeout <= ended[i] - at < timeout + 0.3
+    assert pub.in_flight == 0
+    await pub.close()
+
+
+def test_message_ids_stay_distinct_across_entropy_blocks() -> None:
+    """Assigned ids draw 10 random bytes each from blocks of OS randomness."""
+    from mesh.publisher import _Entropy
+
+    entropy = _Entropy()
+    draws = [entropy.take(10) for _ in range(3 * _Entropy.BLOCK // 10)]  # three blocks
+    assert all(len(d) == 10 for d in draws) and len(set(draws)) == len(draws)
+    ids = {assign_message_id(1_764_400_000_000, d) for d in draws}
+    assert len(ids) == len(draws)
 
 
 async def test_republished_copies_chain_the_channel_sequences(
