@@ -4,6 +4,12 @@ A :class:`ClientSession` is also the hub's sink: :meth:`send_frame` is the hot p
 of fan-out (a pre-encoded frame written straight to the transport, then the write
 buffer checked against the limit). Frames from the client are handled one at a
 time, in order; publishes are pipelined (submitted in order, acked as they resolve).
+
+A frame whose handling never waits (publish, ping, and any frame refused with an
+error) is handled the moment it is read, by :meth:`ClientSession.handle_now`, when
+the session is idle: no frame in hand, none queued. Every other frame goes through
+the ASGI queue to :meth:`ClientSession.run`, and so do the frames read while one is
+in hand, so the order holds.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from edge import replies
 from edge.capabilities import Operation
 from edge.errors import CloseCode, EdgeError, ErrorCode, mesh_code
 from edge.frames import (
+    ClientFrame,
     FrameError,
     History,
     Ping,
@@ -57,6 +64,7 @@ class ClientSession:
         self.channels: set[str] = set()
         self.closing = False
         self.close_reason: str | None = None
+        self._busy = False  # run() has a frame in hand
         limits = node.settings.limits
         self._max_buffer = limits.max_send_buffer_bytes
         self._rate = PublishRateGuard(limits, time.monotonic())
@@ -110,6 +118,7 @@ class ClientSession:
         if self.principal.expires_at is not None:
             delay = max(0.0, self.principal.expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+        self.socket.on_text = self.handle_now
 
     def _expired(self) -> None:
         self.cut("token_expired", CloseCode.UNAUTHORIZED)
@@ -138,7 +147,9 @@ class ClientSession:
         """Handle frames until the connection ends. Returns the disconnect reason."""
         try:
             while True:
+                self._busy = False
                 event = await receive()
+                self._busy = True
                 kind = event["type"]
                 if kind == "websocket.disconnect":
                     if self.close_reason is None:
@@ -157,6 +168,7 @@ class ClientSession:
                 await self.handle(text)
         finally:
             self.closing = True
+            self.socket.on_text = None
             if self._expiry is not None:
                 self._expiry.cancel()
             self.node.hub_drop(self)
@@ -164,11 +176,46 @@ class ClientSession:
 
     # -- frames --------------------------------------------------------------------
 
+    def handle_now(self, text: str) -> bool:
+        """Handle a frame just read if that needs no waiting and the session is idle.
+
+        False leaves it to the ASGI queue and :meth:`run` (the protocol queues it).
+        """
+        if self._busy or self.closing:
+            return False
+        frame = self._parse(text)
+        if frame is None:  # refused, and answered
+            return True
+        if not isinstance(frame, Publish | Ping):
+            return False
+        try:
+            self._dispatch_now(frame)
+        except Exception as exc:
+            self._failed(frame, exc)
+        return True
+
     async def handle(self, text: str) -> None:
+        frame = self._parse(text)
+        if frame is None:
+            return
+        try:
+            if isinstance(frame, Publish | Ping):
+                self._dispatch_now(frame)
+            elif isinstance(frame, Subscribe):
+                await self._subscribe(frame)
+            elif isinstance(frame, Unsubscribe):
+                await self._unsubscribe(frame)
+            elif isinstance(frame, History):
+                await self._history(frame)
+        except Exception as exc:
+            self._failed(frame, exc)
+
+    def _parse(self, text: str) -> ClientFrame | None:
+        """The frame, or None when it is refused (the refusal is sent)."""
         node = self.node
         try:
             limits = node.settings.limits
-            frame = parse_frame(
+            return parse_frame(
                 text, limits.max_message_bytes, node.settings.mesh.max_rewind, limits
             )
         except FrameError as exc:
@@ -177,23 +224,21 @@ class ClientSession:
                 self._reply_nack(exc.request_id, exc)
             else:
                 self._reply_error(exc.request_id, exc)
-            return
-        try:
-            if isinstance(frame, Publish):
-                self._publish(frame)
-            elif isinstance(frame, Subscribe):
-                await self._subscribe(frame)
-            elif isinstance(frame, Unsubscribe):
-                await self._unsubscribe(frame)
-            elif isinstance(frame, History):
-                await self._history(frame)
-            elif isinstance(frame, Ping):
-                self.send_frame(replies.pong(frame.id))
-        except EdgeError as exc:
+            return None
+
+    def _dispatch_now(self, frame: Publish | Ping) -> None:
+        if isinstance(frame, Publish):
+            self._publish(frame)
+        else:
+            self.send_frame(replies.pong(frame.id))
+
+    def _failed(self, frame: ClientFrame, exc: Exception) -> None:
+        """Answer a frame whose handling raised (call from its except block)."""
+        if isinstance(exc, EdgeError):
             self._reply_error(frame.id, exc)
-        except MeshError as exc:
+        elif isinstance(exc, MeshError):
             self._reply_error(frame.id, EdgeError(mesh_code(exc), str(exc)))
-        except Exception:
+        else:
             log.exception("internal error handling a %s frame", type(frame).__name__)
             self._reply_error(frame.id, EdgeError(ErrorCode.INTERNAL, "internal error"))
 

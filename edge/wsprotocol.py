@@ -7,7 +7,9 @@ websockets-sansio protocol hands itself to the app through the ASGI scope's
 traps of writing beside the library: nothing is written before the 101 response is
 out, nor after a close frame; closing never waits on a peer that stopped reading.
 A client frame over the size limit gets an `error` 41300 and close 4009 instead of
-the library's 1009.
+the library's 1009. A text frame goes to the app's ``on_text`` first, when it has
+one and nothing is queued: a frame it handles there skips the ASGI queue, the app
+task's wake-up and the pause and resume of reading that each queued frame costs.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class RawSocket(Protocol):
     # Set by the connection's owner: called when a write leaves more than the send
     # buffer limit waiting (see edge.fanout).
     on_over_limit: Callable[[], None] | None
+    # Set by the connection's owner: offered each text frame read while the ASGI queue
+    # is empty; True when it handled the frame, False to have it queued as usual.
+    on_text: Callable[[str], bool] | None
 
     def can_write(self) -> bool: ...
 
@@ -72,6 +77,7 @@ def ping_slot(due: float, grid_s: float = PING_GRID_S) -> float:
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     on_over_limit: Callable[[], None] | None = None
+    on_text: Callable[[str], bool] | None = None
     direct: DirectPath
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -104,6 +110,25 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.handle_events()
         if self.conn.parser_exc is not None:
             self.handle_parser_exception()
+
+    def send_receive_event_to_app(self) -> None:
+        handler = self.on_text
+        if (
+            handler is not None
+            and self.curr_msg_data_type == "text"
+            and not self.close_sent
+            and self.queue.empty()
+        ):
+            frames = self.frames
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                text = None  # the library's own path closes with 1007
+            if text is not None and handler(text):
+                self.frames = []
+                return
+        super().send_receive_event_to_app()
 
     def handle_parser_exception(self) -> None:
         exc = self.conn.parser_exc

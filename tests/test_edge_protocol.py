@@ -11,6 +11,7 @@ import asyncio
 import collections
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
+from tests.rawws import masked_frame, take_frames, upgrade_request, upgrade_response
 
 AP_LIMITS = {
     "EDGEMESH_MAX_CONNECTIONS": "4",
@@ -75,6 +77,89 @@ async def test_connected_ping_subscribe_publish_unsubscribe(edges: EdgeCluster) 
         assert isinstance(msg["timestamp"], int) and isinstance(msg["cursor"], str)
         reply = await c.request({"type": "unsubscribe", "channel": "chat:lobby"})
         assert reply["type"] == "unsubscribed" and reply["channel"] == "chat:lobby"
+
+
+class RawClient:
+    """A bare WebSocket client that writes any bytes at once (several frames in one
+    write, read by the edge together) and reads every text frame in arrival order."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.buf = bytearray()
+        self.pending: collections.deque[dict[str, Any]] = collections.deque()
+
+    @classmethod
+    async def open(cls, edges: EdgeCluster, client_id: str) -> RawClient:
+        edge = edges.edge("eu").edge
+        reader, writer = await asyncio.open_connection(edge.host, edge.port)
+        client = cls(reader, writer)
+        writer.write(upgrade_request(edge.host, edge.port, edges.token(client_id)))
+        while (head := upgrade_response(client.buf)) is None:
+            client.buf += await asyncio.wait_for(reader.read(65536), 10)
+        assert b" 101 " in head
+        assert (await client.next())["type"] == "connected"
+        return client
+
+    def send(self, *frames: dict[str, Any]) -> None:
+        self.writer.write(b"".join(masked_frame(json.dumps(f).encode()) for f in frames))
+
+    async def next(self) -> dict[str, Any]:
+        while True:
+            for opcode, payload in take_frames(self.buf):
+                if opcode == 0x1:
+                    self.pending.append(json.loads(payload))
+            if self.pending:
+                return self.pending.popleft()
+            self.buf += await asyncio.wait_for(self.reader.read(65536), 10)
+
+    async def until(self, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        while not done(got):
+            got.append(await self.next())
+        return got
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def replies_to(frames: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(type, id) of each reply (a delivered message's id is its message id: left out)."""
+    return [(f["type"], f["id"]) for f in frames if "id" in f and f["type"] != "message"]
+
+
+async def test_frames_read_together_are_handled_in_order(edges: EdgeCluster) -> None:
+    """A frame that needs no waiting is handled the moment it is read, but never ahead
+    of one before it: a ping behind a subscribe is answered after `subscribed`, and a
+    publish behind a subscribe to the same channel reaches its own connection."""
+    c = await RawClient.open(edges, "orderly")
+    try:
+        c.send(
+            {"type": "subscribe", "id": 1, "channel": "order-a"},
+            {"type": "ping", "id": 2},
+            {"type": "publish", "id": 3, "channel": "order-a", "data": "mine"},
+            {"type": "ping", "id": 4},
+            {"type": "subscribe", "id": 5, "channel": "a b"},  # refused: 40000
+            {"type": "ping", "id": 6},
+        )
+        got = await c.until(
+            lambda got: (
+                {"ack", "message"} <= {f["type"] for f in got} and ("pong", 6) in replies_to(got)
+            )
+        )
+        others = [r for r in replies_to(got) if r[0] != "ack"]
+        assert others == [("subscribed", 1), ("pong", 2), ("pong", 4), ("error", 5), ("pong", 6)]
+        (message,) = [f for f in got if f["type"] == "message"]
+        assert message["channel"] == "order-a" and message["data"] == "mine"
+        # In two writes: the ping is read while the subscribe may still be in hand.
+        for n in range(20):
+            c.send({"type": "subscribe", "id": 10 + n, "channel": f"order-{n}"})
+            c.send({"type": "ping", "id": 100 + n})
+        got = await c.until(lambda got: ("pong", 119) in replies_to(got))
+        order = replies_to(got)
+        for n in range(20):
+            assert order.index(("subscribed", 10 + n)) < order.index(("pong", 100 + n))
+    finally:
+        c.close()
 
 
 async def test_tokens_are_checked_at_connect(edges: EdgeCluster) -> None:
