@@ -72,12 +72,14 @@ class Publisher(asyncio.Protocol):
         self.upgraded = False
         self.ready = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
+        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
 
@@ -113,6 +115,8 @@ class Publisher(asyncio.Protocol):
 
     def publish(self, frames: list[tuple[int, bytes]]) -> None:
         assert self.transport is not None
+        if self.transport.is_closing():  # cut by the edge (a rate limit): counted missing
+            return
         now = time.perf_counter_ns()
         for k, _ in frames:
             self.tally.sent_at[k] = now
@@ -159,7 +163,9 @@ async def run_rate(
         await asyncio.sleep(TICK_S)
     deadline = time.perf_counter() + 10
     # Counters are fed by protocol callbacks: poll them (off the measured path).
-    while tally.answered < n and time.perf_counter() < deadline:  # noqa: ASYNC110
+    while (  # noqa: ASYNC110
+        tally.answered < n and time.perf_counter() < deadline and not all(p.closed for p in pubs)
+    ):
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - start
     each = [cpu_seconds([pid]) - c0 for pid, c0 in zip(pids, each0, strict=True)]
@@ -173,6 +179,7 @@ async def run_rate(
         "max_ms": lat[-1] if lat else float("nan"),
         "nacks": sum(tally.nacks.values()),
         "missing": n - tally.answered,
+        "closed": sum(p.closed for p in pubs),
         "serials_repeated": acked - len(tally.serials),
         "cpu_us_per_publish": sum(each) / max(1, acked) * 1e6,
         **{f"us_{name}": c / max(1, acked) * 1e6 for name, c in zip(PROCS, each, strict=True)},
@@ -251,6 +258,13 @@ async def bench(args: argparse.Namespace) -> None:
                 )
                 if r["nacks"]:
                     print(f"  nacks by code: {dict(tally.nacks)}")
+                if r["closed"]:
+                    print(
+                        f"  {int(r['closed'])} of {len(pubs)} connections closed by the edge "
+                        "(over EDGEMESH_PUBLISH_RATE_PER_S for too long?): rerun with more "
+                        "--connections"
+                    )
+                    break
                 if r["serials_repeated"]:
                     print(f"  ERROR: {int(r['serials_repeated'])} acks repeat a serial")
             print(f"load average {os.getloadavg()[0]:.1f}")
