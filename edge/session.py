@@ -225,6 +225,10 @@ class ClientSession:
             else:
                 self._reply_error(exc.request_id, exc)
             return None
+        except Exception:  # a parser bug must not end the connection (nor its reader)
+            log.exception("internal error parsing a frame")
+            self._reply_error(None, EdgeError(ErrorCode.INTERNAL, "internal error"))
+            return None
 
     def _dispatch_now(self, frame: Publish | Ping) -> None:
         if isinstance(frame, Publish):
