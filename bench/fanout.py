@@ -19,25 +19,19 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mesh.process import FreePorts
-from mesh.secrets import generate_secrets
-from mesh.supercluster import Supercluster
-from mesh.topology import DEV_REGIONS, local_topology
+from rig import PROCS, cpu_seconds, pct, spread, two_regions
+
 from tests.edge_fixture import EdgeCluster
 from tests.rawws import PING, PONG, masked_frame, take_frames, upgrade_request, upgrade_response
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PROCS = ("edge_eu", "edge_us", "nats_eu", "nats_us")  # the order of the measured pids
 
 
 @dataclass
@@ -97,23 +91,9 @@ class Subscriber(asyncio.Protocol):
                 self.subscribed.set_result(None)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
-
-
 def idle_us(result: dict[str, float], idle_per_s: float) -> float:
     """The idle CPU of the measured window, per delivery, in microseconds."""
     return idle_per_s * result["elapsed_s"] / max(1.0, result["delivered"]) * 1e6
-
-
-def pct(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
 
 
 async def run_rate(
@@ -192,11 +172,6 @@ async def run_rate(
 
 def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
     """Median [min-max] over the trials of each rate."""
-
-    def spread(rs: list[dict[str, float]], key: str) -> str:
-        values = sorted(r[key] for r in rs)
-        return f"{statistics.median(values):.2f} [{values[0]:.2f}-{values[-1]:.2f}]"
-
     for rate, rs in results.items():
         cpu = spread(rs, "cpu_us_per_delivery")
         print(
@@ -209,79 +184,64 @@ def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
 async def bench(args: argparse.Namespace) -> None:
     import uvloop  # noqa: F401  (the client side runs on uvloop too, see main)
 
-    regions = tuple(r for r in DEV_REGIONS if r[0] in ("eu", "us"))
-    with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
-        topology = local_topology(FreePorts(), 1, 1, regions)
-        sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
-        sc.start(60)
-        # The edges' default log level (the tests' fixture runs them at info).
-        edges = EdgeCluster(sc, Path(tmp) / "edges", log_level="warning")
-        try:
-            edges.start()
-            # The server processes: the edges first, then the nats-servers.
-            procs = [edges.edge(region).process for region in ("eu", "us")]
-            procs += [sc.servers[f"{region}-n1"].process for region in ("eu", "us")]
-            pids = [pid for pid in (p.pid for p in procs) if pid is not None]
-            assert len(pids) == len(procs) == 4
-            stats = Stats()
-            loop = asyncio.get_running_loop()
-            subs: list[Subscriber] = []
-            for i in range(args.subscribers):
-                edge = edges.edge("eu" if i % 2 == 0 else "us").edge
-                token = edges.token(f"s{i}")
-                _, proto = await loop.create_connection(
-                    lambda e=edge, t=token: Subscriber(e.host, e.port, t, "fanout", stats),  # type: ignore[misc]
-                    edge.host,
-                    edge.port,
-                )
-                subs.append(proto)
-            await asyncio.wait_for(asyncio.gather(*(s.subscribed for s in subs)), 120)
+    with two_regions() as rig:
+        edges, pids = rig.edges, rig.pids
+        stats = Stats()
+        loop = asyncio.get_running_loop()
+        subs: list[Subscriber] = []
+        for i in range(args.subscribers):
+            edge = edges.edge("eu" if i % 2 == 0 else "us").edge
+            token = edges.token(f"s{i}")
+            _, proto = await loop.create_connection(
+                lambda e=edge, t=token: Subscriber(e.host, e.port, t, "fanout", stats),  # type: ignore[misc]
+                edge.host,
+                edge.port,
+            )
+            subs.append(proto)
+        await asyncio.wait_for(asyncio.gather(*(s.subscribed for s in subs)), 120)
+        print(
+            f"fan-out: {args.subscribers} subscribers (half on eu, half on us), "
+            f"1 publisher in eu, {args.size}-byte messages, {args.duration:.0f} s per rate"
+        )
+        head = (
+            f"{'msg/s':>6} {'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+            f"{'lost':>5} {'CPU us/deliv':>12} {'minus idle':>10} {'edges only':>10}"
+        )
+        cpu0 = cpu_seconds(pids)
+        await asyncio.sleep(args.duration)
+        idle_per_s = (cpu_seconds(pids) - cpu0) / args.duration
+        print(
+            f"idle server CPU with the subscribers connected: {idle_per_s * 100:.1f}% of a core"
+            f"; load average {os.getloadavg()[0]:.1f}"
+        )
+        print(head)
+        results: dict[int, list[dict[str, float]]] = {rate: [] for rate in args.rates}
+        for rate in [rate for _ in range(args.repeat) for rate in args.rates]:
+            r = await run_rate(edges, subs, stats, rate, args.duration, args.size, pids)
+            r["minus_idle"] = r["cpu_us_per_delivery"] - idle_us(r, idle_per_s)
+            results[rate].append(r)
             print(
-                f"fan-out: {args.subscribers} subscribers (half on eu, half on us), "
-                f"1 publisher in eu, {args.size}-byte messages, {args.duration:.0f} s per rate"
+                f"{rate:>6} {r['deliveries_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
+                f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {int(r['lost']):>5} "
+                f"{r['cpu_us_per_delivery']:>12.2f} "
+                f"{r['minus_idle']:>10.2f} "
+                f"{r['edge_us_per_delivery']:>10.2f}",
+                flush=True,
             )
-            head = (
-                f"{'msg/s':>6} {'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-                f"{'lost':>5} {'CPU us/deliv':>12} {'minus idle':>10} {'edges only':>10}"
-            )
-            cpu0 = cpu_seconds(pids)
-            await asyncio.sleep(args.duration)
-            idle_per_s = (cpu_seconds(pids) - cpu0) / args.duration
             print(
-                f"idle server CPU with the subscribers connected: {idle_per_s * 100:.1f}% of a core"
-                f"; load average {os.getloadavg()[0]:.1f}"
+                "        per process, us/delivery: "
+                + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.2f}" for n in PROCS)
             )
-            print(head)
-            results: dict[int, list[dict[str, float]]] = {rate: [] for rate in args.rates}
-            for rate in [rate for _ in range(args.repeat) for rate in args.rates]:
-                r = await run_rate(edges, subs, stats, rate, args.duration, args.size, pids)
-                r["minus_idle"] = r["cpu_us_per_delivery"] - idle_us(r, idle_per_s)
-                results[rate].append(r)
-                print(
-                    f"{rate:>6} {r['deliveries_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
-                    f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {int(r['lost']):>5} "
-                    f"{r['cpu_us_per_delivery']:>12.2f} "
-                    f"{r['minus_idle']:>10.2f} "
-                    f"{r['edge_us_per_delivery']:>10.2f}",
-                    flush=True,
-                )
-                print(
-                    "        per process, us/delivery: "
-                    + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.2f}" for n in PROCS)
-                )
-                if r["lost"] or r["acks_missing"]:
-                    print(f"  acks missing: {int(r['acks_missing'])}; edge log tails:")
-                    for p in edges.edges.values():
-                        print(f"  {p.edge.name}: {p.process.log_tail(8)}")
-            print(f"load average {os.getloadavg()[0]:.1f}")
-            if args.repeat > 1:
-                print_summary(results)
-            for s in subs:
-                if s.transport is not None:
-                    s.transport.close()
-        finally:
-            edges.stop()
-            sc.stop()
+            if r["lost"] or r["acks_missing"]:
+                print(f"  acks missing: {int(r['acks_missing'])}; edge log tails:")
+                for p in edges.edges.values():
+                    print(f"  {p.edge.name}: {p.process.log_tail(8)}")
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        if args.repeat > 1:
+            print_summary(results)
+        for s in subs:
+            if s.transport is not None:
+                s.transport.close()
 
 
 def main() -> None:

@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,13 +32,8 @@ from typing import cast
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import PROCS, cpu_seconds, pct
+from rig import PROCS, cpu_seconds, pct, spread, two_regions
 
-from mesh.process import FreePorts
-from mesh.secrets import generate_secrets
-from mesh.supercluster import Supercluster
-from mesh.topology import DEV_REGIONS, local_topology
-from tests.edge_fixture import EdgeCluster
 from tests.rawws import (
     PING,
     PONG,
@@ -189,93 +182,76 @@ async def run_rate(
 
 def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
     """Median [min-max] over the trials of each rate."""
-
-    def spread(rs: list[dict[str, float]], key: str) -> str:
-        values = sorted(r[key] for r in rs)
-        return f"{statistics.median(values):.1f} [{values[0]:.1f}-{values[-1]:.1f}]"
-
     for rate, rs in results.items():
         print(
-            f"{rate:>6} pub/s, {len(rs)} trials: CPU us/publish {spread(rs, 'cpu_us_per_publish')}"
-            f", edge eu {spread(rs, 'us_edge_eu')}, p99 ms {spread(rs, 'p99_ms')}, "
+            f"{rate:>6} pub/s, {len(rs)} trials: CPU us/publish "
+            f"{spread(rs, 'cpu_us_per_publish', 1)}, edge eu {spread(rs, 'us_edge_eu', 1)}, "
+            f"p99 ms {spread(rs, 'p99_ms', 1)}, "
             f"nacks {int(sum(r['nacks'] for r in rs))}, "
             f"missing {int(sum(r['missing'] for r in rs))}"
         )
 
 
 async def bench(args: argparse.Namespace) -> None:
-    regions = tuple(r for r in DEV_REGIONS if r[0] in ("eu", "us"))
-    with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
-        topology = local_topology(FreePorts(), 1, 1, regions)
-        sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
-        sc.start(60)
-        edges = EdgeCluster(sc, Path(tmp) / "edges", log_level="warning")
-        try:
-            edges.start()
-            procs = [edges.edge(region).process for region in ("eu", "us")]
-            procs += [sc.servers[f"{region}-n1"].process for region in ("eu", "us")]
-            pids = [pid for pid in (p.pid for p in procs) if pid is not None]
-            assert len(pids) == len(procs) == 4
-            tally = Tally()
-            loop = asyncio.get_running_loop()
-            edge = edges.edge("eu").edge
-            pubs: list[Publisher] = []
-            for i in range(args.connections):
-                token = edges.token(f"p{i}")
-                _, proto = await loop.create_connection(
-                    lambda t=token: Publisher(edge.host, edge.port, t, tally),  # type: ignore[misc]
-                    edge.host,
-                    edge.port,
-                )
-                pubs.append(proto)
-            await asyncio.wait_for(asyncio.gather(*(p.ready for p in pubs)), 60)
+    with two_regions() as rig:
+        edges, pids = rig.edges, rig.pids
+        tally = Tally()
+        loop = asyncio.get_running_loop()
+        edge = edges.edge("eu").edge
+        pubs: list[Publisher] = []
+        for i in range(args.connections):
+            token = edges.token(f"p{i}")
+            _, proto = await loop.create_connection(
+                lambda t=token: Publisher(edge.host, edge.port, t, tally),  # type: ignore[misc]
+                edge.host,
+                edge.port,
+            )
+            pubs.append(proto)
+        await asyncio.wait_for(asyncio.gather(*(p.ready for p in pubs)), 60)
+        print(
+            f"publish: {args.connections} connections to the eu edge, {args.channels} "
+            f"channels, {args.size}-byte messages, pipelined, {args.duration:.0f} s per rate; "
+            "us mirrors eu"
+        )
+        print(
+            f"{'pub/s':>6} {'acks/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+            f"{'nacks':>5} {'missing':>7} {'CPU us/pub':>10} {'edge eu':>8}"
+        )
+        results: dict[int, list[dict[str, float]]] = {rate: [] for rate in args.rates}
+        first_id = 0
+        for rate in [rate for _ in range(args.repeat) for rate in args.rates]:
+            r = await run_rate(
+                pubs, tally, rate, args.duration, args.size, args.channels, pids, first_id
+            )
+            first_id += int(r["sent"])
+            results[rate].append(r)
             print(
-                f"publish: {args.connections} connections to the eu edge, {args.channels} "
-                f"channels, {args.size}-byte messages, pipelined, {args.duration:.0f} s per rate; "
-                "us mirrors eu"
+                f"{rate:>6} {r['acks_per_s']:>8.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
+                f"{r['max_ms']:>7.1f} {int(r['nacks']):>5} {int(r['missing']):>7} "
+                f"{r['cpu_us_per_publish']:>10.1f} {r['us_edge_eu']:>8.1f}",
+                flush=True,
             )
             print(
-                f"{'pub/s':>6} {'acks/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-                f"{'nacks':>5} {'missing':>7} {'CPU us/pub':>10} {'edge eu':>8}"
+                "        per process, us/publish: "
+                + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.1f}" for n in PROCS)
             )
-            results: dict[int, list[dict[str, float]]] = {rate: [] for rate in args.rates}
-            first_id = 0
-            for rate in [rate for _ in range(args.repeat) for rate in args.rates]:
-                r = await run_rate(
-                    pubs, tally, rate, args.duration, args.size, args.channels, pids, first_id
-                )
-                first_id += int(r["sent"])
-                results[rate].append(r)
+            if r["nacks"]:
+                print(f"  nacks by code: {dict(tally.nacks)}")
+            if r["closed"]:
                 print(
-                    f"{rate:>6} {r['acks_per_s']:>8.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
-                    f"{r['max_ms']:>7.1f} {int(r['nacks']):>5} {int(r['missing']):>7} "
-                    f"{r['cpu_us_per_publish']:>10.1f} {r['us_edge_eu']:>8.1f}",
-                    flush=True,
+                    f"  {int(r['closed'])} of {len(pubs)} connections closed by the edge "
+                    "(over EDGEMESH_PUBLISH_RATE_PER_S for too long?): rerun with more "
+                    "--connections"
                 )
-                print(
-                    "        per process, us/publish: "
-                    + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.1f}" for n in PROCS)
-                )
-                if r["nacks"]:
-                    print(f"  nacks by code: {dict(tally.nacks)}")
-                if r["closed"]:
-                    print(
-                        f"  {int(r['closed'])} of {len(pubs)} connections closed by the edge "
-                        "(over EDGEMESH_PUBLISH_RATE_PER_S for too long?): rerun with more "
-                        "--connections"
-                    )
-                    break
-                if r["serials_repeated"]:
-                    print(f"  ERROR: {int(r['serials_repeated'])} acks repeat a serial")
-            print(f"load average {os.getloadavg()[0]:.1f}")
-            if args.repeat > 1:
-                print_summary(results)
-            for p in pubs:
-                if p.transport is not None:
-                    p.transport.close()
-        finally:
-            edges.stop()
-            sc.stop()
+                break
+            if r["serials_repeated"]:
+                print(f"  ERROR: {int(r['serials_repeated'])} acks repeat a serial")
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        if args.repeat > 1:
+            print_summary(results)
+        for p in pubs:
+            if p.transport is not None:
+                p.transport.close()
 
 
 def main() -> None:

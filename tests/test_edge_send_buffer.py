@@ -11,6 +11,7 @@ test does not yield to the event loop: so the buffer can be put exactly at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -55,9 +56,10 @@ class TcpSocket:
         self.transport.abort()
 
 
-@pytest.fixture
-async def stalled() -> AsyncIterator[TcpSocket]:
-    """A client transport to a loopback peer that never reads."""
+@contextlib.asynccontextmanager
+async def loopback() -> AsyncIterator[tuple[TcpSocket, socket.socket]]:
+    """A connection over loopback: the session's side on an asyncio transport, and the
+    peer's bare socket (which reads only if the test makes it)."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         client = socket.create_connection(server.getsockname())
         peer, _ = server.accept()
@@ -66,9 +68,16 @@ async def stalled() -> AsyncIterator[TcpSocket]:
             asyncio.Protocol, sock=client
         )
         try:
-            yield TcpSocket(transport)
+            yield TcpSocket(transport), peer
         finally:
             transport.abort()
+
+
+@pytest.fixture
+async def stalled() -> AsyncIterator[TcpSocket]:
+    """A client transport to a loopback peer that never reads."""
+    async with loopback() as (sock, _):
+        yield sock
 
 
 def session_on(sock: TcpSocket, max_send_buffer_bytes: int) -> ClientSession:

@@ -14,7 +14,7 @@ import pytest
 
 from edge.session import ClientSession
 from tests.rawws import take_frames
-from tests.test_edge_send_buffer import LIMIT, TcpSocket, session_on
+from tests.test_edge_send_buffer import LIMIT, TcpSocket, loopback, session_on
 
 
 class Peer:
@@ -37,18 +37,8 @@ class Peer:
 
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[ClientSession, TcpSocket, Peer]]:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.create_connection(server.getsockname())
-        peer, _ = server.accept()
-    with peer:
-        transport, _ = await asyncio.get_running_loop().create_connection(
-            asyncio.Protocol, sock=client
-        )
-        sock = TcpSocket(transport)
-        try:
-            yield session_on(sock, LIMIT), sock, Peer(peer)
-        finally:
-            transport.abort()
+    async with loopback() as (sock, peer):
+        yield session_on(sock, LIMIT), sock, Peer(peer)
 
 
 async def test_frames_that_need_no_waiting_are_handled_at_once(

@@ -1,0 +1,81 @@
+"""What the fan-out and publish benchmarks share: the two-region rig they measure, and
+how they read CPU time and spread.
+
+:func:`two_regions` starts a local supercluster of regions eu and us (one nats-server
+each) and one real edge per region (``edgemesh edge`` processes at their default log
+level), and stops all of it at the end. Its pids come in the order of :data:`PROCS`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mesh.process import FreePorts
+from mesh.secrets import generate_secrets
+from mesh.supercluster import Supercluster
+from mesh.topology import DEV_REGIONS, local_topology
+from tests.edge_fixture import EdgeCluster
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROCS = ("edge_eu", "edge_us", "nats_eu", "nats_us")  # the order of the measured pids
+
+
+@dataclass(frozen=True)
+class Rig:
+    supercluster: Supercluster
+    edges: EdgeCluster
+    pids: list[int]  # the server processes, in the order of PROCS
+
+
+@contextmanager
+def two_regions() -> Iterator[Rig]:
+    regions = tuple(r for r in DEV_REGIONS if r[0] in ("eu", "us"))
+    with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
+        topology = local_topology(FreePorts(), 1, 1, regions)
+        sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
+        sc.start(60)
+        # The edges' default log level (the tests' fixture runs them at info).
+        edges = EdgeCluster(sc, Path(tmp) / "edges", log_level="warning")
+        try:
+            edges.start()
+            # The server processes: the edges first, then the nats-servers.
+            procs = [edges.edge(region).process for region in ("eu", "us")]
+            procs += [sc.servers[f"{region}-n1"].process for region in ("eu", "us")]
+            pids = [pid for pid in (p.pid for p in procs) if pid is not None]
+            assert len(pids) == len(procs) == len(PROCS)
+            yield Rig(sc, edges, pids)
+        finally:
+            edges.stop()
+            sc.stop()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user+sys of the processes so far (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
+
+
+def spread(results: list[dict[str, float]], key: str, digits: int = 2) -> str:
+    """Median [min-max] of `key` over trials."""
+    values = sorted(r[key] for r in results)
+    return (
+        f"{statistics.median(values):.{digits}f} [{values[0]:.{digits}f}-{values[-1]:.{digits}f}]"
+    )
