@@ -23,15 +23,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import PROCS, cpu_seconds, pct, spread, two_regions
+from rig import PROCS, RawClient, cpu_seconds, pct, spread, two_regions
 
 from tests.edge_fixture import EdgeCluster
-from tests.rawws import PING, PONG, masked_frame, take_frames, upgrade_request, upgrade_response
 
 
 @dataclass
@@ -40,55 +38,29 @@ class Stats:
     delivered: int = 0
 
 
-class Subscriber(asyncio.Protocol):
-    """Handshake, subscribe, then count `message` frames and time them. No library."""
+class Subscriber(RawClient):
+    """Subscribe, then count `message` frames and time them."""
 
     def __init__(self, host: str, port: int, token: str, channel: str, stats: Stats) -> None:
-        self.request = upgrade_request(host, port, token)
+        super().__init__(host, port, token)
         self.channel = channel
         self.stats = stats
-        self.buf = bytearray()
-        self.upgraded = False
-        self.subscribed = asyncio.get_running_loop().create_future()
         self.seen: set[int] = set()
-        self.transport: asyncio.Transport | None = None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.subscribed.done():
-            self.subscribed.set_exception(ConnectionError(f"connection lost: {exc}"))
+    def on_upgraded(self) -> None:
+        self.send(json.dumps({"type": "subscribe", "id": 1, "channel": self.channel}).encode())
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        assert self.transport is not None
-        if not self.upgraded:
-            head = upgrade_response(self.buf)
-            if head is None:
-                return
-            if b" 101 " not in head:
-                self.subscribed.set_exception(RuntimeError(f"handshake refused: {head!r}"))
-                self.transport.close()
-                return
-            self.upgraded = True
-            sub = {"type": "subscribe", "id": 1, "channel": self.channel}
-            self.transport.write(masked_frame(json.dumps(sub).encode()))
-        now = time.perf_counter_ns()
-        for opcode, payload in take_frames(self.buf):
-            if opcode == PING:  # the edge's keepalive ping: answer, or be cut off
-                self.transport.write(masked_frame(payload, 0x80 | PONG))
-            elif payload.startswith(b'{"type":"message"'):
-                at = payload.index(b'"data":[') + 8
-                stop = payload.index(b",", at)
-                seq_at = stop + 1
-                seq_stop = payload.index(b",", seq_at)
-                self.stats.latencies_ms.append((now - int(payload[at:stop])) / 1e6)
-                self.seen.add(int(payload[seq_at:seq_stop]))
-                self.stats.delivered += 1
-            elif payload.startswith(b'{"type":"subscribed"') and not self.subscribed.done():
-                self.subscribed.set_result(None)
+    def on_frame(self, payload: bytes, now_ns: int) -> None:
+        if payload.startswith(b'{"type":"message"'):
+            at = payload.index(b'"data":[') + 8
+            stop = payload.index(b",", at)
+            seq_at = stop + 1
+            seq_stop = payload.index(b",", seq_at)
+            self.stats.latencies_ms.append((now_ns - int(payload[at:stop])) / 1e6)
+            self.seen.add(int(payload[seq_at:seq_stop]))
+            self.stats.delivered += 1
+        elif payload.startswith(b'{"type":"subscribed"') and not self.ready.done():
+            self.ready.set_result(None)
 
 
 def idle_us(result: dict[str, float], idle_per_s: float) -> float:
@@ -198,7 +170,7 @@ async def bench(args: argparse.Namespace) -> None:
                 edge.port,
             )
             subs.append(proto)
-        await asyncio.wait_for(asyncio.gather(*(s.subscribed for s in subs)), 120)
+        await asyncio.wait_for(asyncio.gather(*(s.ready for s in subs)), 120)
         print(
             f"fan-out: {args.subscribers} subscribers (half on eu, half on us), "
             f"1 publisher in eu, {args.size}-byte messages, {args.duration:.0f} s per rate"

@@ -27,20 +27,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import PROCS, cpu_seconds, pct, spread, two_regions
+from rig import PROCS, RawClient, cpu_seconds, pct, spread, two_regions
 
 from tests.rawws import (
-    PING,
-    PONG,
     masked_frame,
-    take_frames,
-    upgrade_request,
-    upgrade_response,
 )
 
 TICK_S = 0.005  # the publishers' schedule: what fell due in a tick goes out in one write
@@ -55,56 +49,27 @@ class Tally:
     answered: int = 0
 
 
-class Publisher(asyncio.Protocol):
-    """Handshake, then write publishes when told and time their acks. No library."""
+class Publisher(RawClient):
+    """Write publishes when told and time their acks."""
 
     def __init__(self, host: str, port: int, token: str, tally: Tally) -> None:
-        self.request = upgrade_request(host, port, token)
+        super().__init__(host, port, token)
         self.tally = tally
-        self.buf = bytearray()
-        self.upgraded = False
-        self.ready = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        assert self.transport is not None
-        if not self.upgraded:
-            head = upgrade_response(self.buf)
-            if head is None:
-                return
-            if b" 101 " not in head:
-                self.ready.set_exception(RuntimeError(f"handshake refused: {head!r}"))
-                self.transport.close()
-                return
-            self.upgraded = True
-        now = time.perf_counter_ns()
+    def on_frame(self, payload: bytes, now_ns: int) -> None:
         tally = self.tally
-        for opcode, payload in take_frames(self.buf):
-            if opcode == PING:  # the edge's keepalive ping: answer, or be cut off
-                self.transport.write(masked_frame(payload, 0x80 | PONG))
-            elif payload.startswith(b'{"type":"ack"'):
-                reply = json.loads(payload)
-                tally.latencies_ms.append((now - tally.sent_at.pop(reply["id"])) / 1e6)
-                tally.serials.add(reply["serial"])
-                tally.answered += 1
-            elif payload.startswith(b'{"type":"nack"'):
-                reply = json.loads(payload)
-                tally.sent_at.pop(reply["id"], None)
-                tally.nacks[reply["error"]["code"]] += 1
-                tally.answered += 1
-            elif payload.startswith(b'{"type":"connected"') and not self.ready.done():
-                self.ready.set_result(None)
+        if payload.startswith(b'{"type":"ack"'):
+            reply = json.loads(payload)
+            tally.latencies_ms.append((now_ns - tally.sent_at.pop(reply["id"])) / 1e6)
+            tally.serials.add(reply["serial"])
+            tally.answered += 1
+        elif payload.startswith(b'{"type":"nack"'):
+            reply = json.loads(payload)
+            tally.sent_at.pop(reply["id"], None)
+            tally.nacks[reply["error"]["code"]] += 1
+            tally.answered += 1
+        elif payload.startswith(b'{"type":"connected"') and not self.ready.done():
+            self.ready.set_result(None)
 
     def publish(self, frames: list[tuple[int, bytes]]) -> None:
         assert self.transport is not None

@@ -1,5 +1,5 @@
-"""What the fan-out and publish benchmarks share: the two-region rig they measure, and
-how they read CPU time and spread.
+"""What the fan-out and publish benchmarks share: the two-region rig they measure, a
+bare WebSocket client, and how they read CPU time and spread.
 
 :func:`two_regions` starts a local supercluster of regions eu and us (one nats-server
 each) and one real edge per region (``edgemesh edge`` processes at their default log
@@ -8,14 +8,17 @@ level), and stops all of it at the end. Its pids come in the order of :data:`PRO
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -24,6 +27,7 @@ from mesh.secrets import generate_secrets
 from mesh.supercluster import Supercluster
 from mesh.topology import DEV_REGIONS, local_topology
 from tests.edge_fixture import EdgeCluster
+from tests.rawws import PING, PONG, masked_frame, take_frames, upgrade_request, upgrade_response
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = ("edge_eu", "edge_us", "nats_eu", "nats_us")  # the order of the measured pids
@@ -56,6 +60,59 @@ def two_regions() -> Iterator[Rig]:
         finally:
             edges.stop()
             sc.stop()
+
+
+class RawClient(asyncio.Protocol):
+    """A WebSocket client without a library, cheap on the client's side: the upgrade,
+    pongs to the edge's keepalive pings, and each other frame handed to
+    :meth:`on_frame` with the time its read arrived. A subclass resolves ``ready``."""
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.request = upgrade_request(host, port, token)
+        self.buf = bytearray()
+        self.upgraded = False
+        self.ready = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        assert self.transport is not None
+        if not self.upgraded:
+            head = upgrade_response(self.buf)
+            if head is None:
+                return
+            if b" 101 " not in head:
+                self.ready.set_exception(RuntimeError(f"handshake refused: {head!r}"))
+                self.transport.close()
+                return
+            self.upgraded = True
+            self.on_upgraded()
+        now = time.perf_counter_ns()
+        for opcode, payload in take_frames(self.buf):
+            if opcode == PING:  # the edge's keepalive ping: answer, or be cut off
+                self.transport.write(masked_frame(payload, 0x80 | PONG))
+            else:
+                self.on_frame(payload, now)
+
+    def send(self, payload: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(masked_frame(payload))
+
+    def on_upgraded(self) -> None:
+        """The 101 is in: the connection is a WebSocket."""
+
+    def on_frame(self, payload: bytes, now_ns: int) -> None:
+        raise NotImplementedError
 
 
 def cpu_seconds(pids: list[int]) -> float:
