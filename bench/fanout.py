@@ -27,7 +27,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import PROCS, RawClient, cpu_seconds, pct, spread, two_regions
+from rig import (
+    PROCS,
+    RawClient,
+    close_clients,
+    cpu_seconds,
+    open_clients,
+    pct,
+    per_process,
+    spread,
+    two_regions,
+)
 
 from tests.edge_fixture import EdgeCluster
 
@@ -159,18 +169,12 @@ async def bench(args: argparse.Namespace) -> None:
     with two_regions() as rig:
         edges, pids = rig.edges, rig.pids
         stats = Stats()
-        loop = asyncio.get_running_loop()
-        subs: list[Subscriber] = []
-        for i in range(args.subscribers):
-            edge = edges.edge("eu" if i % 2 == 0 else "us").edge
-            token = edges.token(f"s{i}")
-            _, proto = await loop.create_connection(
-                lambda e=edge, t=token: Subscriber(e.host, e.port, t, "fanout", stats),  # type: ignore[misc]
-                edge.host,
-                edge.port,
-            )
-            subs.append(proto)
-        await asyncio.wait_for(asyncio.gather(*(s.ready for s in subs)), 120)
+        subs = await open_clients(
+            args.subscribers,
+            edges,
+            lambda i: "eu" if i % 2 == 0 else "us",
+            lambda i, host, port: Subscriber(host, port, edges.token(f"s{i}"), "fanout", stats),
+        )
         print(
             f"fan-out: {args.subscribers} subscribers (half on eu, half on us), "
             f"1 publisher in eu, {args.size}-byte messages, {args.duration:.0f} s per rate"
@@ -200,10 +204,7 @@ async def bench(args: argparse.Namespace) -> None:
                 f"{r['edge_us_per_delivery']:>10.2f}",
                 flush=True,
             )
-            print(
-                "        per process, us/delivery: "
-                + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.2f}" for n in PROCS)
-            )
+            print(per_process(r, "delivery", 2))
             if r["lost"] or r["acks_missing"]:
                 print(f"  acks missing: {int(r['acks_missing'])}; edge log tails:")
                 for p in edges.edges.values():
@@ -211,9 +212,7 @@ async def bench(args: argparse.Namespace) -> None:
         print(f"load average {os.getloadavg()[0]:.1f}")
         if args.repeat > 1:
             print_summary(results)
-        for s in subs:
-            if s.transport is not None:
-                s.transport.close()
+        close_clients(subs)
 
 
 def main() -> None:

@@ -31,7 +31,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import PROCS, RawClient, cpu_seconds, pct, spread, two_regions
+from rig import (
+    PROCS,
+    RawClient,
+    close_clients,
+    cpu_seconds,
+    open_clients,
+    pct,
+    per_process,
+    spread,
+    two_regions,
+)
 
 from tests.rawws import (
     masked_frame,
@@ -161,18 +171,12 @@ async def bench(args: argparse.Namespace) -> None:
     with two_regions() as rig:
         edges, pids = rig.edges, rig.pids
         tally = Tally()
-        loop = asyncio.get_running_loop()
-        edge = edges.edge("eu").edge
-        pubs: list[Publisher] = []
-        for i in range(args.connections):
-            token = edges.token(f"p{i}")
-            _, proto = await loop.create_connection(
-                lambda t=token: Publisher(edge.host, edge.port, t, tally),  # type: ignore[misc]
-                edge.host,
-                edge.port,
-            )
-            pubs.append(proto)
-        await asyncio.wait_for(asyncio.gather(*(p.ready for p in pubs)), 60)
+        pubs = await open_clients(
+            args.connections,
+            edges,
+            lambda i: "eu",
+            lambda i, host, port: Publisher(host, port, edges.token(f"p{i}"), tally),
+        )
         print(
             f"publish: {args.connections} connections to the eu edge, {args.channels} "
             f"channels, {args.size}-byte messages, pipelined, {args.duration:.0f} s per rate; "
@@ -196,10 +200,7 @@ async def bench(args: argparse.Namespace) -> None:
                 f"{r['cpu_us_per_publish']:>10.1f} {r['us_edge_eu']:>8.1f}",
                 flush=True,
             )
-            print(
-                "        per process, us/publish: "
-                + ", ".join(f"{n.replace('_', ' ')} {r['us_' + n]:.1f}" for n in PROCS)
-            )
+            print(per_process(r, "publish", 1))
             if r["nacks"]:
                 print(f"  nacks by code: {dict(tally.nacks)}")
             if r["closed"]:
@@ -214,9 +215,7 @@ async def bench(args: argparse.Namespace) -> None:
         print(f"load average {os.getloadavg()[0]:.1f}")
         if args.repeat > 1:
             print_summary(results)
-        for p in pubs:
-            if p.transport is not None:
-                p.transport.close()
+        close_clients(pubs)
 
 
 def main() -> None:

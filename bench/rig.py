@@ -14,11 +14,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -113,6 +113,44 @@ class RawClient(asyncio.Protocol):
 
     def on_frame(self, payload: bytes, now_ns: int) -> None:
         raise NotImplementedError
+
+
+Client = TypeVar("Client", bound=RawClient)
+
+
+async def open_clients(
+    n: int,
+    edges: EdgeCluster,
+    region_of: Callable[[int], str],
+    make: Callable[[int, str, int], Client],
+) -> list[Client]:
+    """`n` clients, client i on the edge of ``region_of(i)`` (``make(i, host, port)``),
+    once every one of them is ready."""
+    loop = asyncio.get_running_loop()
+    clients: list[Client] = []
+    for i in range(n):
+        edge = edges.edge(region_of(i)).edge
+        _, client = await loop.create_connection(
+            lambda: make(i, edge.host, edge.port),  # noqa: B023  (called before the next i)
+            edge.host,
+            edge.port,
+        )
+        clients.append(client)
+    await asyncio.wait_for(asyncio.gather(*(c.ready for c in clients)), 120)
+    return clients
+
+
+def close_clients(clients: list[Client]) -> None:
+    for c in clients:
+        if c.transport is not None:
+            c.transport.close()
+
+
+def per_process(result: dict[str, float], unit: str, digits: int) -> str:
+    """The line splitting a result's CPU by process (keys ``us_<proc>``)."""
+    return f"        per process, us/{unit}: " + ", ".join(
+        f"{n.replace('_', ' ')} {result['us_' + n]:.{digits}f}" for n in PROCS
+    )
 
 
 def cpu_seconds(pids: list[int]) -> float:
