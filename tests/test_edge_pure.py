@@ -7,6 +7,7 @@ import struct
 import jwt
 import pytest
 
+from edge.app import ws_credential
 from edge.capabilities import Capabilities, CapabilityError, Operation, glob_matches
 from edge.errors import ErrorCode
 from edge.limits import Limits, PublishRateGuard, RateDecision, TokenBucket
@@ -124,6 +125,24 @@ def test_api_key_only_where_allowed() -> None:
             authenticate(KEYS, cred, NOW, allow_api_key=cred == "app:wrong")
         assert getattr(info.value, "code", None) == ErrorCode.UNAUTHORIZED
     assert bearer("Bearer abc") == "abc" and bearer("Basic abc") is None and bearer(None) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "want"),
+    [
+        (b"token=abc", [], "abc"),
+        (b"token=a%2Bb.c", [], "a+b.c"),  # percent-decoded
+        (b"x=1&token=first&token=last", [], "last"),  # the last one given
+        (b"token=q", [(b"authorization", b"Bearer h")], "q"),  # the query before the header
+        (b"token=", [(b"authorization", b"Bearer h")], "h"),  # an empty one does not count
+        (b"", [(b"authorization", b"Bearer one"), (b"authorization", b"Bearer two")], "one"),
+        (b"", [(b"authorization", b"Basic xyz")], None),
+        (b"", [(b"x-token", b"abc")], None),
+        (b"", [], None),
+    ],
+)
+def test_websocket_credential(query: bytes, headers: list[tuple[bytes, bytes]], want: str) -> None:
+    assert ws_credential({"query_string": query, "headers": headers}) == want
 
 
 # -- limits ------------------------------------------------------------------------
