@@ -1,0 +1,125 @@
+"""Memory benchmark: what a client connection costs an edge, idle and subscribed.
+
+    python bench/memory.py [--connections 2000]
+
+Starts the same rig as the other benchmarks (regions eu and us, one nats-server and
+one real edge each), then grows the eu edge in three steps, reading its resident
+memory (``VmRSS``) after each:
+
+1. `connections` raw WebSocket clients connect (``connected`` received) and do nothing;
+2. each subscribes to one channel they all share;
+3. each subscribes to a channel of its own as well (a NATS subscription, a ledger
+   and a hub entry per channel).
+
+It prints KiB per connection for each step (the growth over the step divided by
+`connections`) and the total. RSS counts what the process holds, including memory
+Python freed but kept: read the figures as what an edge must have, not as exact
+object sizes. Everything it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rig import RawClient, close_clients, open_clients, two_regions
+
+SETTLE_S = 1.0  # after a step, for the edge to finish what the last replies started
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class Member(RawClient):
+    """Connected once its ``connected`` frame is in; subscribes on request."""
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        super().__init__(host, port, token)
+        self.waiting: dict[int, asyncio.Future[None]] = {}
+        self.next_id = 0
+
+    def on_frame(self, payload: bytes, now_ns: int) -> None:
+        frame = json.loads(payload)
+        kind = frame.get("type")
+        if kind == "connected" and not self.ready.done():
+            self.ready.set_result(None)
+        elif kind in ("subscribed", "error"):
+            fut = self.waiting.pop(frame.get("id"), None)
+            if fut is not None and not fut.done():
+                if kind == "error":
+                    fut.set_exception(RuntimeError(f"subscribe refused: {frame}"))
+                else:
+                    fut.set_result(None)
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        self.next_id += 1
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting[self.next_id] = fut
+        frame = {"type": "subscribe", "id": self.next_id, "channel": channel}
+        self.send(json.dumps(frame).encode())
+        return fut
+
+
+async def subscribe_all(clients: list[Member], channel_of: list[str]) -> None:
+    batch = 200  # subscribes in flight at once
+    for at in range(0, len(clients), batch):
+        futures = [c.subscribe(channel_of[at + i]) for i, c in enumerate(clients[at : at + batch])]
+        await asyncio.wait_for(asyncio.gather(*futures), 120)
+
+
+async def bench(args: argparse.Namespace) -> None:
+    n = args.connections
+    with two_regions() as rig:
+        pid = rig.pids[0]  # the eu edge
+        edges = rig.edges
+        await asyncio.sleep(SETTLE_S)
+        steps = [("edge with no clients", rss_kib(pid))]
+        started = time.monotonic()
+        clients = await open_clients(
+            n, edges, lambda i: "eu", lambda i, host, port: Member(host, port, edges.token(f"m{i}"))
+        )
+        try:
+            await asyncio.sleep(SETTLE_S)
+            steps.append(("connected, idle", rss_kib(pid)))
+            await subscribe_all(clients, ["shared"] * n)
+            await asyncio.sleep(SETTLE_S)
+            steps.append(("+ a subscription to a shared channel", rss_kib(pid)))
+            await subscribe_all(clients, [f"own-{i}" for i in range(n)])
+            await asyncio.sleep(SETTLE_S)
+            steps.append(("+ a subscription to a channel of its own", rss_kib(pid)))
+        finally:
+            close_clients(clients)
+        print(
+            f"memory: {n} WebSocket connections to one edge (eu), RSS of the edge process; "
+            f"{time.monotonic() - started:.0f} s"
+        )
+        print(f"  {steps[0][0]:<42} {steps[0][1] / 1024:8.1f} MiB")
+        for (_, before), (name, after) in itertools.pairwise(steps):
+            print(f"  {name:<42} {(after - before) / n:8.1f} KiB per connection")
+        total = (steps[-1][1] - steps[0][1]) / n
+        print(f"  {'in all':<42} {total:8.1f} KiB per connection")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--connections", type=int, default=2000)
+    args = p.parse_args()
+    import uvloop
+
+    uvloop.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()
