@@ -1,20 +1,24 @@
-"""Memory benchmark: what a client connection costs an edge, idle and subscribed.
+"""Connections benchmark: what client connections cost an edge, to admit and to hold.
 
-    python bench/memory.py [--connections 2000]
+    python bench/connections.py [--connections 2000]
 
 Starts the same rig as the other benchmarks (regions eu and us, one nats-server and
-one real edge each), then grows the eu edge in three steps, reading its resident
-memory (``VmRSS``) after each:
+one real edge each), then, on the eu edge:
 
-1. `connections` raw WebSocket clients connect (``connected`` received) and do nothing;
-2. each subscribes to one channel they all share;
-3. each subscribes to a channel of its own as well (a NATS subscription, a ledger
-   and a hub entry per channel).
+1. **A connection storm**: `connections` raw WebSocket clients connect at once, as
+   after a failover (this process opens them all concurrently). It prints the time
+   until every one has its ``connected`` frame, and the edge's CPU (user+sys) per
+   connection: the HTTP upgrade, the token check, the session, ``connected``.
+2. **Memory**: it reads the edge process's resident memory (``VmRSS``) before the
+   storm, after it (the clients idle), after each client subscribed to one channel
+   they all share, and after each subscribed to a channel of its own as well (a NATS
+   subscription, a ledger and a hub entry per channel), and prints KiB per
+   connection for each step (the growth over the step divided by `connections`).
+   RSS counts what the process holds, including memory Python freed but kept: read
+   the figures as what an edge must have, not as exact object sizes.
 
-It prints KiB per connection for each step (the growth over the step divided by
-`connections`) and the total. RSS counts what the process holds, including memory
-Python freed but kept: read the figures as what an edge must have, not as exact
-object sizes. Everything it starts is stopped at the end.
+The clients share this machine's cores with the edge, so the storm's time is an upper
+bound. Everything it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import RawClient, close_clients, open_clients, two_regions
+from rig import RawClient, close_clients, cpu_seconds, two_regions
 
 SETTLE_S = 1.0  # after a step, for the edge to finish what the last replies started
 
@@ -85,11 +89,23 @@ async def bench(args: argparse.Namespace) -> None:
         pid = rig.pids[0]  # the eu edge
         edges = rig.edges
         await asyncio.sleep(SETTLE_S)
+        edge = edges.edge("eu").edge
+        tokens = [edges.token(f"m{i}") for i in range(n)]
+        loop = asyncio.get_running_loop()
+
+        async def connect(token: str) -> Member:
+            _, client = await loop.create_connection(
+                lambda: Member(edge.host, edge.port, token), edge.host, edge.port
+            )
+            await client.ready
+            return client
+
         steps = [("edge with no clients", rss_kib(pid))]
-        started = time.monotonic()
-        clients = await open_clients(
-            n, edges, lambda i: "eu", lambda i, host, port: Member(host, port, edges.token(f"m{i}"))
-        )
+        cpu0 = cpu_seconds([pid])
+        started = time.perf_counter()
+        clients = await asyncio.wait_for(asyncio.gather(*(connect(t) for t in tokens)), 300)
+        storm_s = time.perf_counter() - started
+        storm_cpu_us = (cpu_seconds([pid]) - cpu0) / n * 1e6
         try:
             await asyncio.sleep(SETTLE_S)
             steps.append(("connected, idle", rss_kib(pid)))
@@ -101,10 +117,12 @@ async def bench(args: argparse.Namespace) -> None:
             steps.append(("+ a subscription to a channel of its own", rss_kib(pid)))
         finally:
             close_clients(clients)
+        print(f"connections: {n} WebSocket clients to one edge (eu)")
         print(
-            f"memory: {n} WebSocket connections to one edge (eu), RSS of the edge process; "
-            f"{time.monotonic() - started:.0f} s"
+            f"  storm: all {n} connected in {storm_s:.2f} s ({n / storm_s:.0f}/s); "
+            f"edge CPU {storm_cpu_us:.0f} us per connection"
         )
+        print("  memory, RSS of the edge process:")
         print(f"  {steps[0][0]:<42} {steps[0][1] / 1024:8.1f} MiB")
         for (_, before), (name, after) in itertools.pairwise(steps):
             print(f"  {name:<42} {(after - before) / n:8.1f} KiB per connection")
