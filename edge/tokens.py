@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 
@@ -131,6 +132,20 @@ def bearer(authorization: str | None) -> str | None:
         return None
     scheme, _, value = authorization.strip().partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def websocket_credential(query_string: bytes, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """A WebSocket client's credential, from its ASGI scope's ``query_string`` and
+    ``headers``: ``?token=`` (the last one, when not empty), else the ``Authorization:
+    Bearer`` header (the first)."""
+    query = query_string.decode("latin-1")
+    tokens = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
+    if tokens and tokens[-1]:
+        return tokens[-1]
+    for name, value in headers:
+        if name == b"authorization":
+            return bearer(value.decode("latin-1"))
+    return None
 
 
 def authenticate(

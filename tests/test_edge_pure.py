@@ -7,12 +7,11 @@ import struct
 import jwt
 import pytest
 
-from edge.app import ws_credential
 from edge.capabilities import Capabilities, CapabilityError, Operation, glob_matches
 from edge.errors import ErrorCode
 from edge.limits import Limits, PublishRateGuard, RateDecision, TokenBucket
 from edge.metrics import EdgeMetrics, Sample
-from edge.tokens import KeyRing, authenticate, bearer
+from edge.tokens import KeyRing, authenticate, bearer, websocket_credential
 from edge.wsframe import close_frame, text_frame
 
 # -- WebSocket framing -------------------------------------------------------------
@@ -141,8 +140,10 @@ def test_api_key_only_where_allowed() -> None:
         (b"", [], None),
     ],
 )
-def test_websocket_credential(query: bytes, headers: list[tuple[bytes, bytes]], want: str) -> None:
-    assert ws_credential({"query_string": query, "headers": headers}) == want
+def test_websocket_credential(
+    query: bytes, headers: list[tuple[bytes, bytes]], want: str | None
+) -> None:
+    assert websocket_credential(query, headers) == want
 
 
 # -- limits ------------------------------------------------------------------------
