@@ -1,6 +1,6 @@
 """Connections benchmark: what client connections cost an edge, to admit and to hold.
 
-    python bench/connections.py [--connections 2000]
+    python bench/connections.py [--connections 2000] [--idle-s 30]
 
 Starts the same rig as the other benchmarks (regions eu and us, one nats-server and
 one real edge each), then, on the eu edge:
@@ -9,7 +9,11 @@ one real edge each), then, on the eu edge:
    after a failover (this process opens them all concurrently). It prints the time
    until every one has its ``connected`` frame, and the edge's CPU (user+sys) per
    connection: the HTTP upgrade, the token check, the session, ``connected``.
-2. **Memory**: it reads the edge process's resident memory (``VmRSS``) before the
+2. **Idle CPU**: the edge's CPU over `idle-s` seconds before the storm, and again with
+   the clients connected and idle, from one heartbeat interval after the storm (the
+   edge's keepalive pings under way, each answered by its client): ms of CPU a second
+   per 1,000 idle connections, and per ping.
+3. **Memory**: it reads the edge process's resident memory (``VmRSS``) before the
    storm, after it (the clients idle), after each client subscribed to one channel
    they all share, and after each subscribed to a channel of its own as well (a NATS
    subscription, a ledger and a hub entry per channel), and prints KiB per
@@ -53,11 +57,13 @@ class Member(RawClient):
         super().__init__(host, port, token)
         self.waiting: dict[int, asyncio.Future[None]] = {}
         self.next_id = 0
+        self.heartbeat_s = 0.0
 
     def on_frame(self, payload: bytes, now_ns: int) -> None:
         frame = json.loads(payload)
         kind = frame.get("type")
         if kind == "connected" and not self.ready.done():
+            self.heartbeat_s = float(frame["heartbeat_interval_s"])
             self.ready.set_result(None)
         elif kind in ("subscribed", "error"):
             fut = self.waiting.pop(frame.get("id"), None)
@@ -74,6 +80,15 @@ class Member(RawClient):
         frame = {"type": "subscribe", "id": self.next_id, "channel": channel}
         self.send(json.dumps(frame).encode())
         return fut
+
+
+async def cpu_rate(pid: int, seconds: float) -> float:
+    """The process's CPU seconds per second over the next `seconds` (0: none measured)."""
+    if seconds <= 0:
+        return 0.0
+    cpu0 = cpu_seconds([pid])
+    await asyncio.sleep(seconds)
+    return (cpu_seconds([pid]) - cpu0) / seconds
 
 
 async def subscribe_all(clients: list[Member], channel_of: list[str]) -> None:
@@ -101,6 +116,7 @@ async def bench(args: argparse.Namespace) -> None:
             return client
 
         steps = [("edge with no clients", rss_kib(pid))]
+        idle_base = await cpu_rate(pid, args.idle_s)
         cpu0 = cpu_seconds([pid])
         started = time.perf_counter()
         clients = await asyncio.wait_for(asyncio.gather(*(connect(t) for t in tokens)), 300)
@@ -109,6 +125,10 @@ async def bench(args: argparse.Namespace) -> None:
         try:
             await asyncio.sleep(SETTLE_S)
             steps.append(("connected, idle", rss_kib(pid)))
+            heartbeat_s = clients[0].heartbeat_s
+            if args.idle_s > 0:
+                await asyncio.sleep(heartbeat_s)  # every connection's pings under way
+            idle_conns = await cpu_rate(pid, args.idle_s)
             await subscribe_all(clients, ["shared"] * n)
             await asyncio.sleep(SETTLE_S)
             steps.append(("+ a subscription to a shared channel", rss_kib(pid)))
@@ -122,6 +142,15 @@ async def bench(args: argparse.Namespace) -> None:
             f"  storm: all {n} connected in {storm_s:.2f} s ({n / storm_s:.0f}/s); "
             f"edge CPU {storm_cpu_us:.0f} us per connection"
         )
+        if args.idle_s > 0:
+            per_1000 = (idle_conns - idle_base) / n * 1000
+            per_ping_us = (idle_conns - idle_base) / (n / heartbeat_s) * 1e6
+            print(
+                f"  idle CPU: edge with no clients {idle_base * 1000:.2f} ms/s; with the "
+                f"{n} connected {idle_conns * 1000:.2f} ms/s (a ping every {heartbeat_s:g} s "
+                f"each): {per_1000 * 1000:.2f} ms/s per 1,000 connections, "
+                f"{per_ping_us:.0f} us per ping"
+            )
         print("  memory, RSS of the edge process:")
         print(f"  {steps[0][0]:<42} {steps[0][1] / 1024:8.1f} MiB")
         for (_, before), (name, after) in itertools.pairwise(steps):
@@ -133,6 +162,7 @@ async def bench(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--connections", type=int, default=2000)
+    p.add_argument("--idle-s", type=float, default=30.0, help="idle CPU window (0: skip)")
     args = p.parse_args()
     import uvloop
 
