@@ -10,17 +10,28 @@ A client frame over the size limit gets an `error` 41300 and close 4009 instead 
 the library's 1009. A text frame goes to the app's ``on_text`` first, when it has
 one and nothing is queued: a frame it handles there skips the ASGI queue, the app
 task's wake-up and the pause and resume of reading that each queued frame costs.
+
+Keepalive: the edge pings each connection once per heartbeat interval, on a grid
+(:func:`ping_slot`), and cuts it (1011) when the previous ping is still unanswered as
+the next one falls due. A :class:`KeepaliveWheel` holds every connection's next slot:
+one timer per grid point that has connections due, where uvicorn arms a ping timer
+and a pong timer per connection and ping; the ping frame (4 random bytes) is written
+pre-encoded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import random
+import weakref
 from collections.abc import Callable
 from typing import Protocol, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState, PayloadTooBig
+from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import State
 
@@ -28,6 +39,8 @@ from edge import replies
 from edge.direct import DirectPath, GuardedTransport
 from edge.errors import CloseCode, EdgeError, ErrorCode
 from edge.wsframe import close_frame
+
+log = logging.getLogger("edgemesh.edge")
 
 SOCKET_EXTENSION = "edgemesh.socket"
 
@@ -75,10 +88,56 @@ def ping_slot(due: float, grid_s: float = PING_GRID_S) -> float:
     return math.ceil(due / grid_s - 0.1) * grid_s
 
 
+PING_HEADER = b"\x89\x04"  # FIN, opcode ping; unmasked (server to client), 4 payload bytes
+
+
+class KeepaliveWheel:
+    """Each connection's next keepalive, by grid slot; one timer per slot in use."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[float, set[EdgeWebSocketProtocol]] = {}
+
+    def add(self, conn: EdgeWebSocketProtocol, due: float) -> float:
+        """Call ``conn.keepalive_tick()`` at the slot of `due`; returns the slot."""
+        slot = ping_slot(due)
+        members = self.slots.get(slot)
+        if members is None:
+            members = self.slots[slot] = set()
+            self.loop.call_at(slot, self._run, slot)
+        members.add(conn)
+        return slot
+
+    def discard(self, conn: EdgeWebSocketProtocol, slot: float) -> None:
+        members = self.slots.get(slot)
+        if members is not None:
+            members.discard(conn)  # an emptied slot's timer finds no one
+
+    def _run(self, slot: float) -> None:
+        for conn in self.slots.pop(slot, ()):
+            try:
+                conn.keepalive_tick()
+            except Exception:  # one connection's failure must not stop the others' pings
+                log.exception("keepalive failed for a connection")
+
+
+_wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, KeepaliveWheel] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def keepalive_wheel(loop: asyncio.AbstractEventLoop) -> KeepaliveWheel:
+    wheel = _wheels.get(loop)
+    if wheel is None:
+        wheel = _wheels[loop] = KeepaliveWheel(loop)
+    return wheel
+
+
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     on_over_limit: Callable[[], None] | None = None
     on_text: Callable[[str], bool] | None = None
     direct: DirectPath
+    keepalive_slot: float | None = None  # in the keepalive wheel, from accept to close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Everything the protocol writes goes through the guard of the direct path.
@@ -146,10 +205,38 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         )
         self.transport.close()
 
-    def schedule_ping(self) -> None:
+    # -- keepalive (see the module's docstring) ----------------------------------
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval:
+            wheel = keepalive_wheel(self.loop)
+            self.keepalive_slot = wheel.add(self, self.loop.time() + self.ping_interval)
+
+    def stop_keepalive(self) -> None:
+        if self.keepalive_slot is not None:
+            keepalive_wheel(self.loop).discard(self, self.keepalive_slot)
+            self.keepalive_slot = None
+        self.pending_ping_payload = None
+
+    def keepalive_tick(self) -> None:
+        """This connection's slot: cut it if its last ping went unanswered, else ping."""
+        self.keepalive_slot = None
+        if self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN:
+            return
+        if self.pending_ping_payload is not None:
+            self.keepalive_timeout()  # uvicorn's: close 1011 "keepalive ping timeout"
+            return
         assert self.ping_interval is not None
-        due = self.loop.time() + max(0.0, self.ping_interval - self.last_ping_rtt)
-        self.ping_timer = self.loop.call_at(ping_slot(due), self.send_keepalive_ping)
+        payload = random.getrandbits(32).to_bytes(4, "big")  # tells its pong from stale ones
+        self.pending_ping_payload = payload
+        self.ping_sent_at = now = self.loop.time()
+        self.transport.write(PING_HEADER + payload)
+        self.keepalive_slot = keepalive_wheel(self.loop).add(self, now + self.ping_interval)
+
+    def handle_pong(self, event: Frame) -> None:
+        if self.pending_ping_payload is not None and bytes(event.data) == self.pending_ping_payload:
+            self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+            self.pending_ping_payload = None
 
     def shutdown(self) -> None:
         # uvicorn's server shutdown would cancel the abort timer of a close under way
