@@ -143,6 +143,8 @@ def uvicorn_config(node: EdgeNode, host: str, port: int, log_level: str) -> uvic
         ws_max_size=settings.limits.max_frame_bytes,
         # Frames are encoded once for every subscriber: no per-connection compression.
         ws_per_message_deflate=False,
+        # The protocol's keepalive wheel pings at this interval and cuts a connection
+        # whose ping is unanswered when the next falls due (edge.wsprotocol).
         ws_ping_interval=settings.heartbeat_interval_s,
         ws_ping_timeout=settings.heartbeat_interval_s,
         lifespan="on",
