@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+from typing import Any, cast
 
-from edge.wsprotocol import PING_GRID_S, ping_slot
+from edge.wsprotocol import PING_GRID_S, KeepaliveWheel, ping_slot
 from tests.edge_fixture import EdgeCluster, edges_fixture
 from tests.rawws import (
     CLOSE,
@@ -96,6 +97,41 @@ def test_ping_slot_rounds_up_to_the_grid() -> None:
     assert ping_slot(10.999, 1.0) == 11.0
     assert ping_slot(12.5, 5.0) == 15.0
     assert PING_GRID_S == 1.0
+
+
+def test_the_wheel_ticks_each_member_of_a_slot_once_with_one_timer() -> None:
+    """Members due in one grid step share its slot; a member taken out is not ticked;
+    one whose tick raises does not stop the others (two raise, so that whatever the
+    order, one of them comes before another member)."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        wheel = KeepaliveWheel(loop)
+        ticked: list[str] = []
+        all_ticked = asyncio.Event()
+
+        class Member:
+            def __init__(self, name: str, fail: bool = False) -> None:
+                self.name = name
+                self.fail = fail
+
+            def keepalive_tick(self) -> None:
+                ticked.append(self.name)
+                if len(ticked) == 3:
+                    all_ticked.set()
+                if self.fail:
+                    raise RuntimeError("boom")
+
+        members = [Member("a", fail=True), Member("b", fail=True), Member("c"), Member("gone")]
+        slot = ping_slot(loop.time() + 0.2)
+        dues = (slot - 0.09, slot - 0.05, slot, slot)  # all in that slot (its 0.1 s slack)
+        slots = {wheel.add(cast(Any, m), due) for m, due in zip(members, dues, strict=True)}
+        assert len(slots) == 1 and len(wheel.slots) == 1
+        wheel.discard(cast(Any, members[3]), slots.pop())
+        await asyncio.wait_for(all_ticked.wait(), 3 * PING_GRID_S)
+        assert sorted(ticked) == ["a", "b", "c"] and not wheel.slots
+
+    asyncio.run(body())
 
 
 async def test_pings_of_staggered_connections_go_out_together(edges: EdgeCluster) -> None:
