@@ -11,7 +11,9 @@ import struct
 
 _TEXT = 0x81  # FIN + opcode 1
 _CLOSE = 0x88  # FIN + opcode 8
-MAX_CLOSE_REASON_BYTES = 123  # a control frame payload is at most 125 bytes
+_PING = 0x89  # FIN + opcode 9
+MAX_CONTROL_PAYLOAD_BYTES = 125
+MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD_BYTES - 2  # after the close code
 
 
 def frame_header(opcode_byte: int, length: int) -> bytes:
@@ -26,6 +28,13 @@ def frame_header(opcode_byte: int, length: int) -> bytes:
 def text_frame(payload: bytes) -> bytes:
     """A complete text frame carrying `payload` (which must be UTF-8)."""
     return frame_header(_TEXT, len(payload)) + payload
+
+
+def ping_frame(payload: bytes) -> bytes:
+    """A complete ping frame (a control frame: at most 125 payload bytes)."""
+    if len(payload) > MAX_CONTROL_PAYLOAD_BYTES:
+        raise ValueError(f"a ping payload is at most {MAX_CONTROL_PAYLOAD_BYTES} bytes")
+    return bytes((_PING, len(payload))) + payload
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

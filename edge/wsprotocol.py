@@ -38,7 +38,7 @@ from websockets.protocol import State
 from edge import replies
 from edge.direct import DirectPath, GuardedTransport
 from edge.errors import CloseCode, EdgeError, ErrorCode
-from edge.wsframe import close_frame
+from edge.wsframe import close_frame, ping_frame
 
 log = logging.getLogger("edgemesh.edge")
 
@@ -86,9 +86,6 @@ def ping_slot(due: float, grid_s: float = PING_GRID_S) -> float:
     ping would move on to the following grid point, one step late each time.
     """
     return math.ceil(due / grid_s - 0.1) * grid_s
-
-
-PING_HEADER = b"\x89\x04"  # FIN, opcode ping; unmasked (server to client), 4 payload bytes
 
 
 class KeepaliveWheel:
@@ -230,7 +227,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         payload = random.getrandbits(32).to_bytes(4, "big")  # tells its pong from stale ones
         self.pending_ping_payload = payload
         self.ping_sent_at = now = self.loop.time()
-        self.transport.write(PING_HEADER + payload)
+        self.transport.write(ping_frame(payload))
         self.keepalive_slot = keepalive_wheel(self.loop).add(self, now + self.ping_interval)
 
     def handle_pong(self, event: Frame) -> None:

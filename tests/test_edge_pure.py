@@ -12,7 +12,7 @@ from edge.errors import ErrorCode
 from edge.limits import Limits, PublishRateGuard, RateDecision, TokenBucket
 from edge.metrics import EdgeMetrics, Sample
 from edge.tokens import KeyRing, authenticate, bearer, websocket_credential
-from edge.wsframe import close_frame, text_frame
+from edge.wsframe import close_frame, ping_frame, text_frame
 
 # -- WebSocket framing -------------------------------------------------------------
 
@@ -36,6 +36,14 @@ def test_close_frame_cuts_reason_on_a_character() -> None:
     code = struct.unpack("!H", f[2:4])[0]
     assert code == 4001
     f[4:].decode("utf-8")  # still valid UTF-8
+
+
+def test_ping_frame_and_its_limit() -> None:
+    assert ping_frame(b"\x01\x02\x03\x04") == b"\x89\x04\x01\x02\x03\x04"
+    assert ping_frame(b"") == b"\x89\x00"
+    assert ping_frame(b"p" * 125)[:2] == b"\x89\x7d"  # the largest control payload
+    with pytest.raises(ValueError):
+        ping_frame(b"p" * 126)
 
 
 # -- capabilities ---------------------------------------------------------------
