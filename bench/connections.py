@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import RawClient, close_clients, cpu_seconds, two_regions
+from rig import RawClient, close_clients, cpu_seconds, open_clients, two_regions
 
 SETTLE_S = 1.0  # after a step, for the edge to finish what the last replies started
 
@@ -104,22 +104,19 @@ async def bench(args: argparse.Namespace) -> None:
         pid = rig.pids[0]  # the eu edge
         edges = rig.edges
         await asyncio.sleep(SETTLE_S)
-        edge = edges.edge("eu").edge
         tokens = [edges.token(f"m{i}") for i in range(n)]
-        loop = asyncio.get_running_loop()
-
-        async def connect(token: str) -> Member:
-            _, client = await loop.create_connection(
-                lambda: Member(edge.host, edge.port, token), edge.host, edge.port
-            )
-            await client.ready
-            return client
-
         steps = [("edge with no clients", rss_kib(pid))]
         idle_base = await cpu_rate(pid, args.idle_s)
         cpu0 = cpu_seconds([pid])
         started = time.perf_counter()
-        clients = await asyncio.wait_for(asyncio.gather(*(connect(t) for t in tokens)), 300)
+        clients = await open_clients(
+            n,
+            edges,
+            lambda i: "eu",
+            lambda i, host, port: Member(host, port, tokens[i]),
+            at_once=True,
+            timeout_s=300,
+        )
         storm_s = time.perf_counter() - started
         storm_cpu_us = (cpu_seconds([pid]) - cpu0) / n * 1e6
         try:

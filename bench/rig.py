@@ -123,21 +123,27 @@ async def open_clients(
     edges: EdgeCluster,
     region_of: Callable[[int], str],
     make: Callable[[int, str, int], Client],
+    at_once: bool = False,
+    timeout_s: float = 120.0,
 ) -> list[Client]:
     """`n` clients, client i on the edge of ``region_of(i)`` (``make(i, host, port)``),
-    once every one of them is ready."""
+    once every one of them is ready. One connection after the other, or with
+    `at_once` all of them concurrently (a connection storm)."""
     loop = asyncio.get_running_loop()
-    clients: list[Client] = []
-    for i in range(n):
+
+    async def connect(i: int) -> Client:
         edge = edges.edge(region_of(i)).edge
         _, client = await loop.create_connection(
-            lambda: make(i, edge.host, edge.port),  # noqa: B023  (called before the next i)
-            edge.host,
-            edge.port,
+            lambda: make(i, edge.host, edge.port), edge.host, edge.port
         )
-        clients.append(client)
-    await asyncio.wait_for(asyncio.gather(*(c.ready for c in clients)), 120)
-    return clients
+        return client
+
+    if at_once:
+        clients = await asyncio.wait_for(asyncio.gather(*map(connect, range(n))), timeout_s)
+    else:
+        clients = [await connect(i) for i in range(n)]
+    await asyncio.wait_for(asyncio.gather(*(c.ready for c in clients)), timeout_s)
+    return list(clients)
 
 
 def close_clients(clients: list[Client]) -> None:
