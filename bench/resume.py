@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mesh.process import FreePorts
 from mesh.secrets import generate_secrets
 from mesh.supercluster import Supercluster
+from mesh.tls import issue_local_pki
 from mesh.topology import local_topology
 from tests.edge_fixture import EdgeCluster, WsClient
 from tests.test_recovery import publish_many
@@ -84,7 +85,7 @@ async def trial(edges: EdgeCluster, resume_region: str, behind: int, n: int) -> 
 
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
-        topology = local_topology(FreePorts(), 1, 1)
+        topology = issue_local_pki(local_topology(FreePorts(), 1, 1), Path(tmp) / "tls")
         sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
         sc.start(60)
         edges = EdgeCluster(sc, Path(tmp) / "edges", env=ENV)

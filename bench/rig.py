@@ -2,7 +2,7 @@
 bare WebSocket client, and how they read CPU time and spread.
 
 :func:`two_regions` starts a local supercluster of regions eu and us (one nats-server
-each) and one real edge per region (``edgemesh edge`` processes at their default log
+each, TLS on every NATS listener as in a deployment) and one real edge per region (``edgemesh edge`` processes at their default log
 level), and stops all of it at the end. Its pids come in the order of :data:`PROCS`.
 """
 
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mesh.process import FreePorts
 from mesh.secrets import generate_secrets
 from mesh.supercluster import Supercluster
+from mesh.tls import issue_local_pki
 from mesh.topology import DEV_REGIONS, local_topology
 from tests.edge_fixture import EdgeCluster
 from tests.rawws import PING, PONG, masked_frame, take_frames, upgrade_request, upgrade_response
@@ -44,7 +45,8 @@ class Rig:
 def two_regions() -> Iterator[Rig]:
     regions = tuple(r for r in DEV_REGIONS if r[0] in ("eu", "us"))
     with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
-        topology = local_topology(FreePorts(), 1, 1, regions)
+        # NATS speaks TLS, as a deployment's does (mesh/tls.py).
+        topology = issue_local_pki(local_topology(FreePorts(), 1, 1, regions), Path(tmp) / "tls")
         sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
         sc.start(60)
         # The edges' default log level (the tests' fixture runs them at info).

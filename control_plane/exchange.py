@@ -38,7 +38,7 @@ from control_plane.subjects import (
 )
 from mesh.cancellation import cancel_and_wait
 from mesh.control import RegionStates
-from mesh.natsconn import credentials
+from mesh.natsconn import credentials, tls_options
 from mesh.secrets import Secrets
 from mesh.topology import Topology
 
@@ -99,6 +99,7 @@ class Exchange:
                     reconnect_time_wait=0.25,
                     connect_timeout=1,
                     error_cb=quiet,
+                    **tls_options(self.topology),
                 )
             except Exception as exc:  # no server reachable yet: keep trying
                 log.info("nats: cannot connect yet (%s)", exc)

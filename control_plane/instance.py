@@ -36,6 +36,7 @@ from control_plane.tokens import ApiKey
 from mesh.cancellation import cancel_and_wait
 from mesh.control import RegionState, RegionStates
 from mesh.secrets import Secrets
+from mesh.tls import client_context
 from mesh.topology import Topology
 
 log = logging.getLogger("edgemesh.control_plane")
@@ -93,7 +94,13 @@ class ControlPlaneInstance:
 
     async def start(self) -> None:
         timeout = self.settings.probe.timeout_s
-        self._http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=200))
+        # The system's CAs (edges behind public certificates) and the deployment's (the
+        # NATS servers' https monitoring, with TLS).
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=200),
+            verify=client_context(self.topology.tls) or True,
+        )
         key = self.api_keys[0] if self.api_keys else None
         if key is None:
             log.warning("no API key: WebSocket and synthetic publish probes are skipped")

@@ -136,7 +136,7 @@ class Prober:
     async def _server(
         self, region: Region, s: NatsServer
     ) -> tuple[list[CheckResult], bool, tuple[str, ...], dict[str, float]]:
-        base = s.monitor_url
+        base = self.topology.monitor_url(s)
         results = await asyncio.gather(
             self._get(f"{base}/healthz"),
             self._get(f"{base}/jsz?accounts=true&streams=true"),

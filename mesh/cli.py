@@ -86,7 +86,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
     topology = _dev_topology(args)
     available = set(args.subcommands)
-    return run_dev(topology, args.data_dir, args.state, available)
+    return run_dev(topology, args.data_dir, args.state, available, tls=not args.no_tls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", type=Path, help="where NATS data and logs go (default: temp)")
     p.add_argument("--state", type=Path, help="write endpoints and pids to this JSON file")
+    p.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="NATS in plain text (default: a local CA and TLS on every NATS listener)",
+    )
     p.set_defaults(func=_cmd_dev)
 
     for name in PLUGIN_MODULES:

@@ -23,6 +23,7 @@ import httpx
 from mesh.process import LaunchError, ManagedProcess, port_in_use
 from mesh.secrets import Secrets, api_keys_from_env, generate_secrets, write_secrets
 from mesh.supercluster import Supercluster
+from mesh.tls import issue_local_pki
 from mesh.topology import Topology
 
 
@@ -65,7 +66,11 @@ class DevDeployment:
         state_file: Path | None,
         available: set[str],
         secrets: Secrets | None = None,
+        tls: bool = True,
     ) -> None:
+        # With `tls` and no TLS files in the topology, startup() makes a local CA and
+        # the servers' certificate (mesh/tls.py): dev speaks TLS like a deployment.
+        self.tls = tls
         self.topology = topology
         self.data_dir = data_dir
         self.state_file = state_file
@@ -83,6 +88,8 @@ class DevDeployment:
 
     def startup(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls and self.topology.tls is None:
+            self.topology = issue_local_pki(self.topology, self.data_dir / "tls")
         self.topology_path.write_text(self.topology.to_json())
         write_secrets(self.secrets, self.secrets_path)
         self.supercluster = Supercluster(self.topology, self.secrets, self.data_dir)
@@ -217,8 +224,8 @@ class DevDeployment:
                 "nats": [
                     {
                         "name": h.server.name,
-                        "client_url": h.server.client_url,
-                        "monitor_url": h.server.monitor_url,
+                        "client_url": self.topology.client_url(h.server),
+                        "monitor_url": self.topology.monitor_url(h.server),
                         "pid": h.process.pid,
                     }
                     for h in self.supercluster.servers.values()
@@ -250,6 +257,8 @@ class DevDeployment:
             "secrets_file": str(self.secrets_path),
             "api_key": self.secrets.api_keys[0] if self.secrets.api_keys else None,
             "nats_users": {"edge": self.secrets.nats.edge, "control": self.secrets.nats.control},
+            # The CA that signed the NATS servers' certificate (None: plain text).
+            "nats_ca_file": self.topology.tls.ca_file if self.topology.tls else None,
             "regions": regions,
         }
 
@@ -279,6 +288,8 @@ class DevDeployment:
         if st["api_key"]:
             lines.append(f"  API key: {st['api_key']}")
         lines.append(f"  topology: {st['topology_file']}  secrets: {st['secrets_file']}")
+        if st["nats_ca_file"]:
+            lines.append(f"  NATS speaks TLS only; its CA: {st['nats_ca_file']}")
         if self.state_file:
             lines.append(f"  state: {self.state_file}")
         lines.append("  Ctrl-C stops everything.")
@@ -286,14 +297,18 @@ class DevDeployment:
 
 
 def run_dev(
-    topology: Topology, data_dir: Path | None, state_file: Path | None, available: set[str]
+    topology: Topology,
+    data_dir: Path | None,
+    state_file: Path | None,
+    available: set[str],
+    tls: bool = True,
 ) -> int:
     """Run the deployment in the foreground until SIGINT/SIGTERM. Returns the exit code."""
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgemesh-dev-")
         data_dir = Path(tmp.name)
-    dev = DevDeployment(topology, data_dir, state_file, available)
+    dev = DevDeployment(topology, data_dir, state_file, available, tls=tls)
 
     def _on_signal(signum: int, _frame: object) -> None:
         dev.request_stop()

@@ -3,6 +3,11 @@
 Every server requires auth: components connect as their own users in the ``EM``
 account (JetStream enabled), monitoring tools as ``sys`` in the system account,
 and routes and gateways authenticate with their own credentials.
+
+With ``tls`` in the topology every listener speaks TLS only (see mesh/tls.py): clients
+start with the TLS handshake (``handshake_first``: no password is ever sent before
+it), monitoring is https, and routes and gateways use mutual TLS: a server accepts
+another only if its certificate comes from the deployment's CA.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 from dataclasses import dataclass
 
 from mesh.secrets import Secrets
-from mesh.topology import NatsServer, Region, Topology, TopologyError
+from mesh.topology import NatsServer, Region, Tls, Topology, TopologyError
 
 ACCOUNT = "EM"
 SYSTEM_ACCOUNT = "SYS"
@@ -37,6 +42,27 @@ def _q(s: str) -> str:
 
 def _url(user: str, password: str, host: str, port: int) -> str:
     return f"nats://{user}:{password}@{host}:{port}"
+
+
+# Seconds a TLS handshake may take (NATS' default of 2 s is tight across regions).
+TLS_TIMEOUT_S = 5
+
+
+def tls_block(tls: Tls, indent: str, *, mutual: bool, handshake_first: bool = False) -> str:
+    """A ``tls { ... }`` block: the server's certificate, and with `mutual` the demand
+    that the other side show one from the CA too. Pure."""
+    lines = [
+        f"cert_file: {_q(tls.cert_file)}",
+        f"key_file: {_q(tls.key_file)}",
+        f"ca_file: {_q(tls.ca_file)}",
+        f"timeout: {TLS_TIMEOUT_S}",
+    ]
+    if mutual:
+        lines.append("verify: true")
+    if handshake_first:
+        lines.append("handshake_first: true")
+    body = "".join(f"{indent}  {line}\n" for line in lines)
+    return f"{indent}tls {{\n{body}{indent}}}\n"
 
 
 def find_server(topology: Topology, region: str, server: int) -> tuple[Region, NatsServer]:
@@ -81,10 +107,14 @@ def render_nats_config(
         f"  advertise: {_q(f'{s.advertise_host}:{s.gateway_port}')}\n" if s.advertise_host else ""
     )
     gateway_lines = "\n".join(gateways)
+    tls = topology.tls
+    client_tls = tls_block(tls, "", mutual=False, handshake_first=True) if tls else ""
+    cluster_tls = tls_block(tls, "  ", mutual=True) if tls else ""
+    monitor = "https" if tls else "http"
     return f"""# Rendered by `edgemesh nats-config` for {r.name}/{s.name}. Do not edit by hand.
 server_name: {_q(s.name)}
 listen: {_q(f"{s.host}:{s.client_port}")}
-{adv}http: {_q(f"{s.host}:{s.monitor_port}")}
+{adv}{client_tls}{monitor}: {_q(f"{s.host}:{s.monitor_port}")}
 max_payload: 1MB
 
 jetstream {{
@@ -110,14 +140,14 @@ system_account: {SYSTEM_ACCOUNT}
 cluster {{
   name: {_q(r.name)}
   listen: {_q(f"{s.host}:{s.cluster_port}")}
-{cluster_adv}  authorization {{ user: "route", password: {_q(c.route)} }}
+{cluster_adv}{cluster_tls}  authorization {{ user: "route", password: {_q(c.route)} }}
   routes: [{routes}]
 }}
 
 gateway {{
   name: {_q(r.name)}
   listen: {_q(f"{s.host}:{s.gateway_port}")}
-{gateway_adv}  reject_unknown_cluster: true
+{gateway_adv}{cluster_tls}  reject_unknown_cluster: true
   authorization {{ user: "gateway", password: {_q(c.gateway)} }}
   gateways: [
 {gateway_lines}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import httpx
 from mesh.nats_config import render_nats_config
 from mesh.process import LaunchError, ManagedProcess, port_in_use
 from mesh.secrets import Secrets
+from mesh.tls import client_context
 from mesh.topology import NatsServer, Region, Topology
 
 
@@ -76,6 +78,8 @@ class Supercluster:
         self.secrets = secrets
         self.data_dir = data_dir
         self.binary = nats_server_binary()
+        # How monitoring's https is verified (the default CAs without TLS: plain http).
+        self.verify: ssl.SSLContext | bool = client_context(topology.tls) or True
         self.servers: dict[str, ServerHandle] = {}
         env = server_env(sum(len(r.nats) for r in topology.regions), dict(os.environ))
         for region in topology.regions:
@@ -148,7 +152,8 @@ class Supercluster:
 
     def monitor(self, name: str, path: str, timeout: float = 2.0) -> dict[str, Any]:
         h = self.servers[name]
-        r = httpx.get(f"{h.server.monitor_url}{path}", timeout=timeout)
+        url = f"{self.topology.monitor_url(h.server)}{path}"
+        r = httpx.get(url, timeout=timeout, verify=self.verify)
         r.raise_for_status()
         data: dict[str, Any] = r.json()
         return data

@@ -67,9 +67,9 @@ class NatsServer(_Model):
     def gateway_url(self) -> str:
         return f"nats://{self.public_host}:{self.gateway_port}"
 
-    @property
-    def monitor_url(self) -> str:
-        return f"http://{self.public_host}:{self.monitor_port}"
+    def monitor_url(self, tls: bool = False) -> str:
+        """The monitoring port's base URL: https when the deployment uses TLS."""
+        return f"{'https' if tls else 'http'}://{self.public_host}:{self.monitor_port}"
 
     def ports(self) -> dict[str, int]:
         return {
@@ -243,9 +243,23 @@ class Dns(_Model):
         return v
 
 
+class Tls(_Model):
+    """The NATS servers' TLS files (paths on each host; see mesh/tls.py).
+
+    `ca_file` signs every server's certificate; clients verify servers with it, and
+    servers verify each other (routes, gateways) with it. `cert_file` and `key_file`
+    are the server's own, naming every host it is dialled at."""
+
+    ca_file: str = Field(min_length=1)
+    cert_file: str = Field(min_length=1)
+    key_file: str = Field(min_length=1)
+
+
 class Topology(_Model):
     regions: tuple[Region, ...] = Field(min_length=1)
     dns: Dns = Dns()
+    # None: NATS listeners speak plain text (only for networks the operator trusts).
+    tls: Tls | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -320,6 +334,15 @@ class Topology(_Model):
         for r in self.regions:
             for s in r.nats:
                 yield r, s
+
+    def client_url(self, server: NatsServer) -> str:
+        """`server`'s client URL in this deployment (tls:// with TLS)."""
+        url = server.client_url
+        return url.replace("nats://", "tls://", 1) if self.tls is not None else url
+
+    def monitor_url(self, server: NatsServer) -> str:
+        """`server`'s monitoring base URL in this deployment (https with TLS)."""
+        return server.monitor_url(self.tls is not None)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True)

@@ -16,6 +16,7 @@ from mesh.natsconn import connect_region
 from mesh.process import FreePorts
 from mesh.secrets import Secrets, generate_secrets
 from mesh.supercluster import Supercluster
+from mesh.tls import issue_local_pki
 from mesh.topology import DEV_REGIONS, Topology, local_topology
 
 
@@ -24,8 +25,13 @@ def start_supercluster(
     servers_per_region: int = 1,
     edges_per_region: int = 1,
     regions: tuple[tuple[str, float, float], ...] = DEV_REGIONS,
+    tls: bool = True,
 ) -> Supercluster:
+    """A supercluster on this machine; with `tls` (as `edgemesh dev` runs it) every NATS
+    listener speaks TLS only, with a CA made for it (mesh/tls.py)."""
     topology = local_topology(FreePorts(), servers_per_region, edges_per_region, regions)
+    if tls:
+        topology = issue_local_pki(topology, tmp / "tls")
     sc = Supercluster(topology, generate_secrets(), tmp)
     sc.start(timeout=60)
     return sc

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,15 @@ def test_dev_runs_a_supercluster_and_ctrl_c_leaves_nothing(tmp_path: Path) -> No
         assert wait_until(state_file.exists, 90, 0.2), proc.stderr and proc.stderr.read()
         state = json.loads(state_file.read_text())
         assert set(state["regions"]) == {"eu", "us", "ap"}
+        # NATS speaks TLS only, with the CA dev made: monitoring is https, and the
+        # gateways between regions are TLS connections.
+        ca = ssl.create_default_context(cafile=state["nats_ca_file"])
         for name, region in state["regions"].items():
-            gw = httpx.get(region["nats"][0]["monitor_url"] + "/gatewayz").json()
+            assert region["nats"][0]["client_url"].startswith("tls://127.0.0.1:")
+            gw = httpx.get(region["nats"][0]["monitor_url"] + "/gatewayz", verify=ca).json()
             assert set(gw["outbound_gateways"]) == {"eu", "us", "ap"} - {name}
+            for out in gw["outbound_gateways"].values():
+                assert out["connection"]["tls_version"] == "1.3"
             # every edge can serve (NATS reached, streams made) as soon as dev says it is up
             assert region["edges"], "dev starts one edge per region"
             for edge in region["edges"]:
@@ -90,13 +97,16 @@ def test_dev_with_three_servers_per_region(tmp_path: Path) -> None:
         "3",
         "--edges-per-region",
         "0",
+        "--no-tls",
         "--state",
         str(state_file),
     )
     try:
         assert wait_until(state_file.exists, 90, 0.2)
         state = json.loads(state_file.read_text())
+        assert state["nats_ca_file"] is None  # --no-tls: plain text, plain http
         for region in state["regions"].values():
+            assert region["nats"][0]["monitor_url"].startswith("http://")
             assert len(region["nats"]) == 3
             routes = httpx.get(region["nats"][0]["monitor_url"] + "/routez").json()
             assert {r["remote_name"] for r in routes["routes"]} == {

@@ -12,6 +12,7 @@ from nats.errors import NoServersError
 from nats.js.api import PubAck, StreamConfig
 from nats.js.client import JetStreamContext
 
+from mesh.natsconn import tls_options
 from mesh.process import wait_until
 from mesh.supercluster import Supercluster, server_env, shared_gomaxprocs
 from tests.conftest import NatsClients, start_supercluster
@@ -108,9 +109,16 @@ async def test_stream_in_cluster_eu_accepts_publishes_from_us(nats_client: NatsC
 
 async def test_nats_refuses_clients_without_credentials(supercluster: Supercluster) -> None:
     url = supercluster.topology.region("eu").nats[0].client_url
+    # Over TLS, as a component would connect: only the credentials are missing or wrong.
+    tls = tls_options(supercluster.topology)
+    assert tls, "the fixture's NATS speaks TLS"
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
         await nats.connect(
-            servers=[url], max_reconnect_attempts=0, connect_timeout=2, allow_reconnect=False
+            servers=[url],
+            max_reconnect_attempts=0,
+            connect_timeout=2,
+            allow_reconnect=False,
+            **tls,
         )
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
         await nats.connect(
@@ -120,6 +128,7 @@ async def test_nats_refuses_clients_without_credentials(supercluster: Superclust
             max_reconnect_attempts=0,
             connect_timeout=2,
             allow_reconnect=False,
+            **tls,
         )
 
 
