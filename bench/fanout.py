@@ -1,7 +1,7 @@
 """Fan-out benchmark: 1 publisher, N subscribers on two regions' edges, fixed publish rates.
 
     python bench/fanout.py [--subscribers 1000] [--rates 5,20,50] [--duration 10] [--size 100]
-                           [--repeat 1]
+                           [--repeat 1] [--no-tls]
 
 Starts a local supercluster (regions eu and us, one nats-server each) and one real edge
 per region (``edgemesh edge`` processes), connects the subscribers (half to each edge)
@@ -166,7 +166,7 @@ def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
 async def bench(args: argparse.Namespace) -> None:
     import uvloop  # noqa: F401  (the client side runs on uvloop too, see main)
 
-    with two_regions() as rig:
+    with two_regions(tls=not args.no_tls) as rig:
         edges, pids = rig.edges, rig.pids
         stats = Stats()
         subs = await open_clients(
@@ -177,7 +177,8 @@ async def bench(args: argparse.Namespace) -> None:
         )
         print(
             f"fan-out: {args.subscribers} subscribers (half on eu, half on us), "
-            f"1 publisher in eu, {args.size}-byte messages, {args.duration:.0f} s per rate"
+            f"1 publisher in eu, {args.size}-byte messages, {args.duration:.0f} s per rate, "
+            f"NATS {'in plain text' if args.no_tls else 'over TLS'}"
         )
         head = (
             f"{'msg/s':>6} {'deliv/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -222,6 +223,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--repeat", type=int, default=1, help="run the rates this many times")
+    p.add_argument("--no-tls", action="store_true", help="NATS in plain text (default: TLS)")
     args = p.parse_args()
     import uvloop
 

@@ -2,8 +2,9 @@
 bare WebSocket client, and how they read CPU time and spread.
 
 :func:`two_regions` starts a local supercluster of regions eu and us (one nats-server
-each, TLS on every NATS listener as in a deployment) and one real edge per region (``edgemesh edge`` processes at their default log
-level), and stops all of it at the end. Its pids come in the order of :data:`PROCS`.
+each, TLS on every NATS listener as in a deployment unless told otherwise) and one real
+edge per region (``edgemesh edge`` processes at their default log level), and stops all
+of it at the end. Its pids come in the order of :data:`PROCS`.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ class Rig:
 
 
 @contextmanager
-def two_regions() -> Iterator[Rig]:
+def two_regions(tls: bool = True) -> Iterator[Rig]:
     regions = tuple(r for r in DEV_REGIONS if r[0] in ("eu", "us"))
     with tempfile.TemporaryDirectory(prefix="edgemesh-bench-") as tmp:
-        # NATS speaks TLS, as a deployment's does (mesh/tls.py).
-        topology = issue_local_pki(local_topology(FreePorts(), 1, 1, regions), Path(tmp) / "tls")
+        topology = local_topology(FreePorts(), 1, 1, regions)
+        if tls:  # NATS speaks TLS, as a deployment's does (mesh/tls.py)
+            topology = issue_local_pki(topology, Path(tmp) / "tls")
         sc = Supercluster(topology, generate_secrets("bench"), Path(tmp))
         sc.start(60)
         # The edges' default log level (the tests' fixture runs them at info).
