@@ -6,6 +6,14 @@ terraform at a filesystem mirror holding that zip, so `init` never goes online.
 Planning works offline too with a provider configured to skip every AWS call
 (test credentials, no account lookup) when the configuration reads no data sources:
 the tests pass availability zones and AMIs in, and nothing here ever applies.
+
+No package registry reachable here ships the hashicorp/tls provider, which
+modules/pki uses. Every tls_* resource of that module is in its tls.tf, and the rest
+of the module reads only three locals from it; in the private copy, tls.tf is
+replaced by :data:`PKI_STAND_IN`, which defines the same locals from fixed text
+naming each server and its certificate's names, and versions.tf by one that needs no
+tls provider. tests/test_terraform_hcl.py checks the real tls.tf (resources,
+algorithms, usages, the same locals) without terraform.
 """
 
 from __future__ import annotations
@@ -35,6 +43,39 @@ OFFLINE_PROVIDER = """
   skip_region_validation      = true
   skip_get_ec2_platforms      = true
 """
+
+
+# What the offline copy of modules/pki has instead of tls.tf: the same three locals,
+# PEM-shaped text instead of keys and certificates (never a usable key).
+PKI_STAND_IN = """# Offline stand-in for tls.tf (tests/terraform_offline.py): no tls provider here.
+locals {
+  ca_cert_pem = join("\\n", [
+    "-----BEGIN CERTIFICATE-----",
+    "OFFLINE STAND-IN edgemesh NATS CA",
+    "-----END CERTIFICATE-----",
+    "",
+  ])
+  server_cert_pems = {
+    for name, s in local.servers : name => join("\\n", [
+      "-----BEGIN CERTIFICATE-----",
+      "OFFLINE STAND-IN certificate of ${name}",
+      "DNS:${join(",", s.dns_names)}",
+      "IP:${join(",", s.ip_addresses)}",
+      "-----END CERTIFICATE-----",
+      "",
+    ])
+  }
+  server_key_pems = {
+    for name, s in local.servers : name => join("\\n", [
+      "-----BEGIN EC PRIVATE KEY-----",
+      "OFFLINE STAND-IN key of ${name}",
+      "-----END EC PRIVATE KEY-----",
+      "",
+    ])
+  }
+}
+"""
+PKI_STAND_IN_VERSIONS = 'terraform {\n  required_version = ">= 1.0"\n}\n'
 
 
 def _package_dir(name: str) -> Path:
@@ -83,6 +124,9 @@ class Terraform:
                 ".terraform", ".terraform.lock.hcl", "*.tfstate*", "*.tfvars*", "*.tfplan"
             ),
         )
+        pki = tree / "modules" / "pki"
+        (pki / "tls.tf").write_text(PKI_STAND_IN)
+        (pki / "versions.tf").write_text(PKI_STAND_IN_VERSIONS)
         mirror = workdir / "mirror"
         provider_dir = mirror / "registry.terraform.io" / "hashicorp" / "aws"
         provider_dir.mkdir(parents=True)

@@ -6,17 +6,30 @@ the topology the example outputs is one `edgemesh` reads, each NATS node's cloud
 renders exactly the config `edgemesh nats-config` gives, only the client port and DNS
 are open to the world, and secrets appear in no output and no user data.
 
+TLS: the topology has `tls`, every node fetches its TLS files from SSM to those paths
+(the fetch script of its user data is run here against stand-ins for `aws` and the
+instance metadata), the NATS private keys are SecureStrings only NATS servers may
+read and appear in no output or user data, and each certificate names every host its
+server is dialled at. No registry reachable here ships the tls provider: the pki
+module's tls.tf is replaced by a stand-in (tests/terraform_offline.py) whose
+"certificates" are text naming the server; tests/test_terraform_hcl.py checks the
+real tls.tf.
+
 The one thing a plan cannot know is an Elastic IP; an override file gives the edge
-load balancers and the control planes documentation addresses (RFC 5737) so the
-topology is complete. One plan without that override shows the real wiring has no
-dependency cycle.
+load balancers, the control planes and the NATS servers documentation addresses (RFC
+5737) so the topology and the certificates' names are complete. One plan without that
+override shows the real wiring has no dependency cycle.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import json
+import os
 import shlex
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +47,8 @@ from mesh.cli import main as edgemesh_main
 from mesh.nats_config import render_nats_config
 from mesh.secrets import Secrets, generate_secrets, load_secrets
 from mesh.supercluster import nats_server_binary
-from mesh.topology import Topology, load_topology
+from mesh.tls import issue_server_cert, make_ca
+from mesh.topology import Tls, Topology, load_topology
 from tests.terraform_offline import (
     OFFLINE_PROVIDER,
     TERRAFORM_TREE,
@@ -47,6 +61,7 @@ DIRS = (
     "modules/cloud-init",
     "modules/region",
     "modules/dns",
+    "modules/pki",  # its tls.tf replaced by the offline stand-in
     "examples/single-region",
     "examples/multi-region",
 )
@@ -58,6 +73,12 @@ WORLD = ("0.0.0.0/0", "::/0")
 GEOIP_URI = "s3://edgemesh-test-geoip/maxmind/GeoLite2-City.mmdb"
 GEOIP_PATH = "/var/lib/edgemesh/geoip/city.mmdb"
 FETCH_GEOIP = "/usr/local/libexec/edgemesh/fetch-geoip-db"
+FETCH_SECRETS = "/usr/local/libexec/edgemesh/fetch-secrets"
+TLS = Tls(
+    ca_file="/etc/edgemesh/tls/ca.pem",
+    cert_file="/etc/edgemesh/tls/nats.pem",
+    key_file="/etc/edgemesh/tls/nats-key.pem",
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +124,8 @@ class ExamplePlan:
     secrets: Secrets
     edge_addresses: dict[str, list[str]]
     control_plane_addresses: dict[str, str]
+    # Per region: the NATS servers' Elastic IPs and their AWS DNS names.
+    nats_addresses: dict[str, dict[str, list[str]]]
     topology: Topology
     geoip_db_s3_uri: str | None
 
@@ -151,22 +174,37 @@ def _plan_example(tf: Terraform, initialized: set[str], name: str, tmp: Path) ->
     _init_once(tf, initialized, where)
     secrets = generate_secrets("ops")
     tfvars = _example_tfvars(name, secrets)
+    regions = ("eu", "us", "ap") if name == "multi-region" else ("eu",)
+    nats_addresses = {
+        r: {
+            "public_ips": [f"192.0.2.{10 * i + k}" for k in (1, 2, 3)],
+            "public_dns": [f"ec2-192-0-2-{10 * i + k}.compute.amazonaws.com" for k in (1, 2, 3)],
+        }
+        for i, r in enumerate(regions)
+    }
     if name == "multi-region":
         edge_addresses = {
-            r: [f"203.0.113.{10 * i + 1}", f"203.0.113.{10 * i + 2}"]
-            for i, r in enumerate(("eu", "us", "ap"))
+            r: [f"203.0.113.{10 * i + 1}", f"203.0.113.{10 * i + 2}"] for i, r in enumerate(regions)
         }
-        cp_addresses = {r: f"198.51.100.{53 + i}" for i, r in enumerate(("eu", "us", "ap"))}
+        cp_addresses = {r: f"198.51.100.{53 + i}" for i, r in enumerate(regions)}
         override = _offline_override(
             ("eu", "us", "ap", "dns"),
-            {"edge_addresses": edge_addresses, "control_plane_addresses": cp_addresses},
+            {
+                "edge_addresses": edge_addresses,
+                "control_plane_addresses": cp_addresses,
+                "nats_addresses": nats_addresses,
+            },
         )
     else:
         edge_addresses = {"eu": ["203.0.113.1", "203.0.113.2"]}
         cp_addresses = {"eu": "198.51.100.53"}
         override = _offline_override(
             (None,),
-            {"edge_addresses": edge_addresses["eu"], "control_plane_address": cp_addresses["eu"]},
+            {
+                "edge_addresses": edge_addresses["eu"],
+                "control_plane_address": cp_addresses["eu"],
+                "nats_addresses": nats_addresses["eu"],
+            },
         )
     plan = tf.plan(where, tfvars, override)
     # What an operator does after apply: save the output for `edgemesh` commands.
@@ -178,6 +216,7 @@ def _plan_example(tf: Terraform, initialized: set[str], name: str, tmp: Path) ->
         secrets,
         edge_addresses,
         cp_addresses,
+        nats_addresses,
         load_topology(topology_file),
         tfvars.get("geoip_db_s3_uri"),
     )
@@ -238,6 +277,8 @@ def test_example_outputs_a_topology_edgemesh_reads(example: ExamplePlan) -> None
         # Bound on the private address, advertised at the Elastic IP.
         assert r.control_plane.dns_host.startswith("10.")
         assert r.control_plane.dns_public_address == example.control_plane_addresses[r.name]
+    # NATS speaks TLS only; every node has the files at these paths.
+    assert t.tls == TLS
 
 
 def test_gateway_urls_are_stable_dns_names_known_before_apply(example: ExamplePlan) -> None:
@@ -253,7 +294,8 @@ def test_nats_nodes_render_the_config_edgemesh_gives(
     nodes = example.plan.resources("aws_instance", "nats")
     assert len(nodes) == 3 * len(example.topology.regions)
     parameters = {
-        _region_of(p): p["change"]["after"] for p in example.plan.resources("aws_ssm_parameter")
+        _region_of(p): p["change"]["after"]
+        for p in example.plan.resources("aws_ssm_parameter", "secrets")
     }
     checked_with_nats_server = False
     for node in nodes:
@@ -289,6 +331,15 @@ def test_nats_nodes_render_the_config_edgemesh_gives(
         [start] = _unit_lines(doc, "ExecStart")
         assert start == ["/opt/edgemesh/bin/nats-server", "-c", redirect.removesuffix(".new")]
         if not checked_with_nats_server:
+            # With certificates made like the pki module's, named as planned, at the
+            # topology's TLS paths (here in tmp_path).
+            assert example.topology.tls is not None
+            names = example.plan.output("nats_certificate_names")[after["tags"]["Name"]]
+            for path, data in _real_tls_files(names).items():
+                local_path = tmp_path / Path(path).name
+                local_path.write_bytes(data)
+                rendered = rendered.replace(json.dumps(path), json.dumps(str(local_path)))
+            assert "/etc/edgemesh" not in rendered
             conf = tmp_path / "nats.conf"
             conf.write_text(rendered)
             proc = subprocess.run(
@@ -296,6 +347,198 @@ def test_nats_nodes_render_the_config_edgemesh_gives(
             )
             assert proc.returncode == 0, proc.stderr
             checked_with_nats_server = True
+
+
+def _real_tls_files(names: dict[str, list[str]]) -> dict[str, bytes]:
+    """A CA, and a server certificate with the planned names, at the topology's paths."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca = make_ca("test CA", now, datetime.timedelta(days=1))
+    hosts = names["dns_names"] + names["ip_addresses"]
+    server = issue_server_cert(ca, "test server", hosts, now, datetime.timedelta(days=1))
+    return {TLS.ca_file: ca.cert, TLS.cert_file: server.cert, TLS.key_file: server.key}
+
+
+def test_nats_certificates_name_every_host_they_are_dialled_at(example: ExamplePlan) -> None:
+    """The names the pki module puts in each server's certificate: the host of every URL
+    edgemesh dials it at (routes, gateways, clients, monitoring: the advertise_host),
+    and its Elastic IP with that address's AWS name; addresses as IP SANs, names as
+    DNS SANs; never the wildcard it binds."""
+    names = example.plan.output("nats_certificate_names")
+    assert set(names) == {s.name for _, s in example.topology.servers()}
+    for region, s in example.topology.servers():
+        k = region.nats.index(s)
+        addresses = example.nats_addresses[region.name]
+        dns_names, ip_addresses = names[s.name]["dns_names"], names[s.name]["ip_addresses"]
+        assert dns_names == [s.advertise_host, addresses["public_dns"][k]]
+        assert ip_addresses == [addresses["public_ips"][k]]
+        for url in (
+            example.topology.client_url(s),
+            example.topology.monitor_url(s),
+            s.cluster_url,
+            s.gateway_url,
+        ):
+            host = url.split("://", 1)[1].rsplit(":", 1)[0]
+            assert host in dns_names, (s.name, url)
+        assert all(ipaddress.ip_address(a) for a in ip_addresses)
+        for n in dns_names:
+            with pytest.raises(ValueError):
+                ipaddress.ip_address(n)
+        assert s.host not in dns_names + ip_addresses  # 0.0.0.0
+    # The parameters each NATS server fetches hold its own certificate (the stand-in
+    # names its server and the names it was asked for).
+    certs = {
+        p["change"]["after"]["name"]: p["change"]["after"]["value"]
+        for p in example.plan.resources("aws_ssm_parameter", "nats_cert")
+    }
+    assert len(certs) == len(names)
+    for region, s in example.topology.servers():
+        k = region.nats.index(s) + 1
+        cert = certs[f"/edgemesh/{region.name}/tls/nats-{k}.pem"]
+        assert f"certificate of {s.name}\nDNS:{','.join(names[s.name]['dns_names'])}\n" in cert
+
+
+def _tls_parameters(example: ExamplePlan) -> dict[str, dict[str, Any]]:
+    return {
+        p["change"]["after"]["name"]: p
+        for name in ("secrets", "tls_ca", "nats_cert", "nats_key")
+        for p in example.plan.resources("aws_ssm_parameter", name)
+    }
+
+
+def _run_fetch_secrets(
+    script: str, parameters: dict[str, str], root: Path
+) -> tuple[list[str], list[str]]:
+    """Run a node's fetch-secrets with its paths under `root`, SSM answering with
+    `parameters` (name -> value) and no instance metadata. Returns the parameter names
+    it asked for and the arguments of every chown."""
+    bin_dir, values = root / "bin", root / "values"
+    (root / "etc" / "edgemesh").mkdir(parents=True)  # cloud-init's write_files makes it
+    bin_dir.mkdir()
+    for name, value in parameters.items():
+        (values / name.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        # What `aws ... --output text` prints: the value and a newline.
+        (values / name.lstrip("/")).write_text(value + "\n")
+    log = root / "log"
+    fakes = {
+        "curl": '#!/bin/sh\ncase "$*" in *PUT*) echo token ;; *) echo eu-central-1 ;; esac\n',
+        "aws": (
+            "#!/bin/sh\n"
+            'while [ $# -gt 0 ]; do [ "$1" = --name ] && name=$2; shift; done\n'
+            f'echo "get $name" >> {log}\n'
+            f'cat "{values}$name"\n'
+        ),
+        "chown": f'#!/bin/sh\necho "chown $*" >> {log}\n',
+    }
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    local = script.replace("/etc/edgemesh/", f"{root}/etc/edgemesh/")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", local], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    gets = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("get ")]
+    chowns = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("chown ")]
+    return gets, chowns
+
+
+def test_nodes_fetch_their_tls_files_from_ssm(example: ExamplePlan, tmp_path: Path) -> None:
+    """Each node's fetch-secrets (run before every start) puts the CA
+    certificate at the topology's ca_file; a NATS server also its own certificate and
+    key at cert_file and key_file, the key 0600 and owned by edgemesh. Edges and
+    control planes fetch no certificate or key."""
+    assert example.topology.tls == TLS
+    parameters = _tls_parameters(example)
+    values = {n: p["change"]["after"]["value"] for n, p in parameters.items()}
+    types = {n: p["change"]["after"]["type"] for n, p in parameters.items()}
+    nodes = [
+        (r, r["change"]["after"]["user_data_base64"])
+        for r in example.plan.resources("aws_instance")
+    ] + [
+        (r, r["change"]["after"]["user_data"])
+        for r in example.plan.resources("aws_launch_template")
+    ]
+    assert len(nodes) == 5 * len(example.topology.regions)
+    for i, (resource, user_data) in enumerate(nodes):
+        region = _region_of(resource)
+        prefix = f"/edgemesh/{region}"
+        root = tmp_path / str(i)
+        gets, chowns = _run_fetch_secrets(
+            _files(_cloud_init(user_data))[FETCH_SECRETS], values, root
+        )
+        ca = root / TLS.ca_file.lstrip("/")
+        assert ca.read_text() == values[f"{prefix}/tls/ca.pem"] + "\n"
+        assert stat.S_IMODE(ca.stat().st_mode) == 0o644
+        assert types[f"{prefix}/tls/ca.pem"] == "String"
+        cert = root / TLS.cert_file.lstrip("/")
+        key = root / TLS.key_file.lstrip("/")
+        if resource["type"] != "aws_instance" or resource["name"] != "nats":
+            assert gets == [f"{prefix}/secrets", f"{prefix}/tls/ca.pem"]
+            assert not cert.exists() and not key.exists()
+            continue
+        server = resource["index"] + 1
+        assert gets == [
+            f"{prefix}/secrets",
+            f"{prefix}/tls/ca.pem",
+            f"{prefix}/tls/nats-{server}.pem",
+            f"{prefix}/tls/nats-{server}-key.pem",
+        ]
+        name = resource["change"]["after"]["tags"]["Name"]
+        assert cert.read_text() == values[f"{prefix}/tls/nats-{server}.pem"] + "\n"
+        assert f"certificate of {name}\n" in cert.read_text()
+        assert stat.S_IMODE(cert.stat().st_mode) == 0o644
+        assert key.read_text() == values[f"{prefix}/tls/nats-{server}-key.pem"] + "\n"
+        assert f"key of {name}\n" in key.read_text()
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert types[f"{prefix}/tls/nats-{server}-key.pem"] == "SecureString"
+        assert f"edgemesh:edgemesh {key}.new" in chowns
+
+
+def test_only_nats_servers_may_read_their_keys(example: ExamplePlan) -> None:
+    """Two instance roles per region: NATS servers' may read the secrets, the CA
+    certificate and the servers' certificates and keys; the edges' and control plane's
+    only the secrets and the CA certificate."""
+    calls = example.plan.data["configuration"]["root_module"]["module_calls"]
+    modules = (
+        [calls[n]["module"] for n in example.topology.names]
+        if example.name == "multi-region"
+        else [calls["region"]["module"]]
+    )
+    parameters = {"aws_ssm_parameter.secrets", "aws_ssm_parameter.tls_ca"}
+    server_files = {"aws_ssm_parameter.nats_cert", "aws_ssm_parameter.nats_key"}
+    for m in modules:
+        # What each role's policy document may read (ARNs are unknown before apply).
+        readable = {}
+        for role in ("node", "nats"):
+            [doc] = [
+                r for r in m["resources"] if r["address"] == f"data.aws_iam_policy_document.{role}"
+            ]
+            [statement] = doc["expressions"]["statement"]
+            assert statement["actions"]["constant_value"] == ["ssm:GetParameter"]
+            readable[role] = {
+                ref for ref in statement["resources"]["references"] if ref.count(".") == 1
+            }
+        assert readable == {"node": parameters, "nats": parameters | server_files}
+        profiles = {
+            r["address"]: r["expressions"]["iam_instance_profile"]["references"][0]
+            for r in m["resources"]
+            if r["address"] in ("aws_instance.nats", "aws_instance.control_plane")
+        }
+        assert profiles == {
+            "aws_instance.nats": "aws_iam_instance_profile.nats.name",
+            "aws_instance.control_plane": "aws_iam_instance_profile.node.name",
+        }
+        [lt] = [r for r in m["resources"] if r["address"] == "aws_launch_template.edge"]
+        profile_block = lt["expressions"]["iam_instance_profile"][0]
+        assert profile_block["name"]["references"][0] == "aws_iam_instance_profile.node.name"
+    # Both roles (two per region) may be reached by SSM Session Manager, nothing more.
+    roles = 2 * len(example.topology.regions)
+    assert len(example.plan.resources("aws_iam_role")) == roles
+    attached = [
+        r["change"]["after"]["policy_arn"].rsplit("/", 1)[1]
+        for r in example.plan.resources("aws_iam_role_policy_attachment")
+    ]
+    assert attached == ["AmazonSSMManagedInstanceCore"] * roles
 
 
 def test_edges_and_control_plane_run_their_commands(example: ExamplePlan) -> None:
@@ -427,6 +670,14 @@ def test_control_planes_get_the_operators_geoip_database(example: ExamplePlan) -
 def test_secrets_appear_in_no_output_and_no_user_data(example: ExamplePlan) -> None:
     values = [*json.loads(example.secrets.model_dump_json())["nats"].values()]
     values += [k.split(":", 1)[1] for k in example.secrets.api_keys]
+    # The NATS servers' private keys (the stand-in's, one per server, each unique).
+    keys = [p["change"]["after"] for p in example.plan.resources("aws_ssm_parameter", "nats_key")]
+    assert len(keys) == len(list(example.topology.servers()))
+    assert all(k["type"] == "SecureString" and "PRIVATE KEY" in k["value"] for k in keys)
+    key_texts = [k["value"].split("-----")[2].strip() for k in keys]
+    assert len(set(key_texts)) == len(keys)
+    assert all(t.startswith("OFFLINE STAND-IN key of ") for t in key_texts)
+    values += key_texts
     outputs = json.dumps(example.plan.data["output_changes"])
     texts = [outputs]
     for r in example.plan.resources("aws_instance"):

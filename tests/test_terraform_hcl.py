@@ -2,6 +2,12 @@
 module conventions, typed and described variables, no provider configuration in
 modules, sensitive secrets, no arguments that newer AWS providers removed, and no
 world-open port besides the client port and DNS whatever the topology says.
+
+Also the NATS PKI's tls_* resources (modules/pki/tls.tf), which the offline terraform
+runs cannot load (no registry here ships the tls provider, see tests/terraform_offline.py):
+one ECDSA P-256 CA, and per server a key and a certificate for server and client auth
+naming the server's hosts; no private key reaches an output but the pki module's
+sensitive one.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from typing import Any
 import hcl2
 import pytest
 
+from tests.terraform_offline import PKI_STAND_IN
+
 TREE = Path(__file__).resolve().parents[1] / "terraform"
+PKI = TREE / "modules" / "pki"
 DIRS = sorted(p.parent for p in TREE.glob("*/*/versions.tf"))
 WORLD = ('"0.0.0.0/0"', '"::/0"')
 
@@ -48,6 +57,7 @@ def test_every_module_and_example_is_found() -> None:
         "modules/cloud-init",
         "modules/region",
         "modules/dns",
+        "modules/pki",
         "examples/single-region",
         "examples/multi-region",
     }
@@ -66,8 +76,8 @@ def test_every_variable_has_a_type_and_a_description(folder: Path) -> None:
     for name, body in variables:
         assert body.get("type"), f"variable {name} has no type"
         assert _unquote(body.get("description", "")).strip(), f"variable {name}: no description"
-        if name == "secrets":
-            assert body.get("sensitive") is True, f"{folder.name}: secrets must be sensitive"
+        if name in ("secrets", "nats_tls"):
+            assert body.get("sensitive") is True, f"{folder.name}: {name} must be sensitive"
 
 
 @pytest.mark.parametrize("folder", DIRS, ids=lambda d: str(d.relative_to(TREE)))
@@ -77,6 +87,13 @@ def test_every_output_is_described_and_none_is_secret(folder: Path) -> None:
     for name, body in outputs:
         assert _unquote(body.get("description", "")).strip(), f"output {name}: no description"
         assert "var.secrets" not in str(body["value"]), f"output {name} exposes secrets"
+        # Private keys: only the pki module's output for the region modules carries them,
+        # and it is sensitive; no root output (what `terraform output` prints) does.
+        if KEY_MATERIAL.search(str(body["value"])):
+            assert folder == PKI and body.get("sensitive") is True, f"output {name} exposes keys"
+
+
+KEY_MATERIAL = re.compile(r"private_key|key_pem|nats_tls")
 
 
 def test_modules_never_configure_providers() -> None:
@@ -130,3 +147,121 @@ def test_security_groups_open_only_the_client_port_and_dns_to_the_world() -> Non
                 assert "ingress" not in body and "egress" not in body, name
             if type_ == "aws_security_group_rule" and "local.anywhere" in str(body):
                 assert _unquote(body["type"]) == "egress", name
+
+
+# -- the NATS PKI ------------------------------------------------------------------------
+
+TLS_RESOURCES = ("tls_private_key", "tls_self_signed_cert", "tls_cert_request")
+
+
+def test_only_the_pki_modules_tls_tf_makes_keys_and_certificates() -> None:
+    for f in sorted(TREE.rglob("*.tf")):
+        types = {t for t, _, _ in _resources(f) if t.startswith("tls_")}
+        assert not types or f == PKI / "tls.tf", f"{f.relative_to(TREE)} has {types}"
+        if f.parent == PKI and f.name != "tls.tf":
+            # The rest of the module reads tls.tf's locals only: what the stand-in replaces.
+            assert not re.search(r"\btls_[a-z_]+\.(ca|nats)\b", f.read_text()), f.name
+    [versions] = hcl2.loads((PKI / "versions.tf").read_text())["terraform"]
+    [providers] = versions["required_providers"]
+    assert _unquote(providers["tls"]["source"]) == "hashicorp/tls"
+    assert _unquote(providers["tls"]["version"]) == ">= 4.0"
+
+
+def test_the_offline_stand_in_defines_what_tls_tf_defines() -> None:
+    def names(doc: dict[str, Any]) -> set[str]:
+        return {k for block in doc.get("locals", []) for k in block if k != "__is_block__"}
+
+    real = hcl2.loads((PKI / "tls.tf").read_text())
+    assert (
+        names(real)
+        == names(hcl2.loads(PKI_STAND_IN))
+        == {
+            "ca_cert_pem",
+            "server_cert_pems",
+            "server_key_pems",
+        }
+    )
+    assert "resource" not in hcl2.loads(PKI_STAND_IN)
+
+
+def test_one_ca_and_per_nats_server_a_key_and_a_certificate_for_both_ends() -> None:
+    res = {(t, n): body for t, n, body in _resources(PKI / "tls.tf")}
+    assert set(res) == {
+        ("tls_private_key", "ca"),
+        ("tls_self_signed_cert", "ca"),
+        ("tls_private_key", "nats"),
+        ("tls_cert_request", "nats"),
+        ("tls_locally_signed_cert", "nats"),
+    }
+    for name in ("ca", "nats"):
+        key = res[("tls_private_key", name)]
+        assert (_unquote(key["algorithm"]), _unquote(key["ecdsa_curve"])) == ("ECDSA", "P256")
+
+    ca = res[("tls_self_signed_cert", "ca")]
+    assert ca["private_key_pem"] == "${tls_private_key.ca.private_key_pem}"
+    assert ca["is_ca_certificate"] is True
+    assert [_unquote(u) for u in ca["allowed_uses"]] == ["cert_signing", "crl_signing"]
+    assert ca["validity_period_hours"] == "${var.ca_validity_hours}"
+    # No early renewal of the CA: replacing it re-issues every certificate at once.
+    assert "early_renewal_hours" not in ca
+
+    # One of each per server of the topology, keyed by server name.
+    for type_ in ("tls_private_key", "tls_cert_request", "tls_locally_signed_cert"):
+        assert res[(type_, "nats")]["for_each"] == "${local.servers}", type_
+    request = res[("tls_cert_request", "nats")]
+    assert request["private_key_pem"] == "${tls_private_key.nats[each.key].private_key_pem}"
+    assert request["dns_names"] == "${each.value.dns_names}"
+    assert request["ip_addresses"] == "${each.value.ip_addresses}"
+    assert request["subject"][0]["common_name"] == "${each.key}"
+
+    leaf = res[("tls_locally_signed_cert", "nats")]
+    assert leaf["cert_request_pem"] == "${tls_cert_request.nats[each.key].cert_request_pem}"
+    assert leaf["ca_private_key_pem"] == "${tls_private_key.ca.private_key_pem}"
+    assert leaf["ca_cert_pem"] == "${tls_self_signed_cert.ca.cert_pem}"
+    # Servers show it to clients (server auth) and to the servers they dial for routes
+    # and gateways (client auth: those are mutual TLS).
+    assert sorted(_unquote(u) for u in leaf["allowed_uses"]) == [
+        "client_auth",
+        "digital_signature",
+        "key_encipherment",
+        "server_auth",
+    ]
+    assert leaf["validity_period_hours"] == "${var.server_validity_hours}"
+    assert leaf["early_renewal_hours"] == "${var.server_early_renewal_hours}"
+
+    variables = dict(_blocks(PKI / "variables.tf", "variable"))
+    defaults = {
+        n: variables[n]["default"]
+        for n in ("ca_validity_hours", "server_validity_hours", "server_early_renewal_hours")
+    }
+    assert defaults == {
+        "ca_validity_hours": 87600,
+        "server_validity_hours": 8760,
+        "server_early_renewal_hours": 1440,
+    }
+    # The locals that the rest of the module (and the stand-in) uses.
+    [tls_locals] = hcl2.loads((PKI / "tls.tf").read_text())["locals"]
+    assert tls_locals["server_key_pems"] == (
+        "${{for name, k in tls_private_key.nats : name => k.private_key_pem}}"
+    )
+    assert tls_locals["server_cert_pems"] == (
+        "${{for name, c in tls_locally_signed_cert.nats : name => c.cert_pem}}"
+    )
+
+
+@pytest.mark.parametrize("example", ["single-region", "multi-region"])
+def test_examples_turn_tls_on_with_the_pki_modules_files(example: str) -> None:
+    main = hcl2.loads((TREE / "examples" / example / "main.tf").read_text())
+    modules = {_unquote(k): body for block in main["module"] for k, body in block.items()}
+    assert _unquote(modules["pki"]["source"]) == "../../modules/pki"
+    regions = {k: b for k, b in modules.items() if _unquote(b["source"]) == "../../modules/region"}
+    assert regions
+    for name, body in regions.items():
+        region = "var.region" if example == "single-region" else f'"{name}"'
+        assert body["nats_tls"] == f"${{module.pki.nats_tls[{region}]}}", name
+    local_values = {k: v for block in main["locals"] for k, v in block.items()}
+    assert local_values["topology"]["tls"] == {
+        "ca_file": '"/etc/edgemesh/tls/ca.pem"',
+        "cert_file": '"/etc/edgemesh/tls/nats.pem"',
+        "key_file": '"/etc/edgemesh/tls/nats-key.pem"',
+    }

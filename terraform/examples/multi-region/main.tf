@@ -53,6 +53,15 @@ locals {
     ap = module.ap.control_plane_public_ip
   }
 
+  # The NATS servers' Elastic IPs and their AWS DNS names (known after apply): their
+  # certificates name them besides nats-N.REGION.DOMAIN. No cycle either: the pki module
+  # signs after the Elastic IPs exist, and the regions' instances wait for the result.
+  nats_addresses = {
+    eu = { public_ips = module.eu.nats_public_ips, public_dns = module.eu.nats_public_dns }
+    us = { public_ips = module.us.nats_public_ips, public_dns = module.us.nats_public_dns }
+    ap = { public_ips = module.ap.nats_public_ips, public_dns = module.ap.nats_public_dns }
+  }
+
   topology = {
     regions = [
       for name in local.order : {
@@ -93,7 +102,22 @@ locals {
       ttl_s          = 30
       default_region = "eu"
     }
+    # Every NATS listener speaks TLS only (mutual TLS for routes and gateways); the
+    # files are made by module "pki" and fetched by each node from SSM to these paths.
+    tls = {
+      ca_file   = "/etc/edgemesh/tls/ca.pem"
+      cert_file = "/etc/edgemesh/tls/nats.pem"
+      key_file  = "/etc/edgemesh/tls/nats-key.pem"
+    }
   }
+}
+
+# One CA for the deployment, one certificate per NATS server (hashicorp/tls).
+module "pki" {
+  source = "../../modules/pki"
+
+  topology       = local.topology
+  nats_addresses = local.nats_addresses
 }
 
 module "eu" {
@@ -103,6 +127,7 @@ module "eu" {
   region             = "eu"
   topology           = local.topology
   secrets            = var.secrets
+  nats_tls           = module.pki.nats_tls["eu"]
   edgemesh_version   = var.edgemesh_version
   vpc_cidr           = local.regions.eu.vpc_cidr
   operator_cidrs     = var.operator_cidrs
@@ -122,6 +147,7 @@ module "us" {
   region             = "us"
   topology           = local.topology
   secrets            = var.secrets
+  nats_tls           = module.pki.nats_tls["us"]
   edgemesh_version   = var.edgemesh_version
   vpc_cidr           = local.regions.us.vpc_cidr
   operator_cidrs     = var.operator_cidrs
@@ -141,6 +167,7 @@ module "ap" {
   region             = "ap"
   topology           = local.topology
   secrets            = var.secrets
+  nats_tls           = module.pki.nats_tls["ap"]
   edgemesh_version   = var.edgemesh_version
   vpc_cidr           = local.regions.ap.vpc_cidr
   operator_cidrs     = var.operator_cidrs

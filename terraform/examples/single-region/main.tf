@@ -11,6 +11,12 @@ locals {
   # The control plane's Elastic IP: what its geo-DNS server answers for its own name
   # and what Route 53's glue says (module "dns" takes it from the topology).
   control_plane_address = module.region.control_plane_public_ip
+  # The NATS servers' Elastic IPs and their AWS DNS names (known after apply): their
+  # certificates name them besides nats-N.REGION.DOMAIN.
+  nats_addresses = {
+    public_ips = module.region.nats_public_ips
+    public_dns = module.region.nats_public_dns
+  }
 
   topology = {
     regions = [{
@@ -47,7 +53,22 @@ locals {
       ttl_s          = 30
       default_region = var.region
     }
+    # Every NATS listener speaks TLS only (mutual TLS for routes); the files are made
+    # by module "pki" and fetched by each node from SSM to these paths.
+    tls = {
+      ca_file   = "/etc/edgemesh/tls/ca.pem"
+      cert_file = "/etc/edgemesh/tls/nats.pem"
+      key_file  = "/etc/edgemesh/tls/nats-key.pem"
+    }
   }
+}
+
+# The deployment's CA and one certificate per NATS server (hashicorp/tls).
+module "pki" {
+  source = "../../modules/pki"
+
+  topology       = local.topology
+  nats_addresses = { (var.region) = local.nats_addresses }
 }
 
 module "region" {
@@ -56,6 +77,7 @@ module "region" {
   region             = var.region
   topology           = local.topology
   secrets            = var.secrets
+  nats_tls           = module.pki.nats_tls[var.region]
   edgemesh_version   = var.edgemesh_version
   vpc_cidr           = var.vpc_cidr
   operator_cidrs     = var.operator_cidrs

@@ -32,3 +32,13 @@ output "name_servers" {
   description = "Name servers of the geo-DNS zone and their glue addresses."
   value       = module.dns.name_servers
 }
+
+output "nats_ca_certificate" {
+  description = "The deployment's NATS CA certificate (PEM, public): save it (terraform output -raw nats_ca_certificate > ca.pem) to reach NATS and its monitoring from outside (curl --cacert ca.pem https://...)."
+  value       = module.pki.ca_cert_pem
+}
+
+output "nats_certificate_names" {
+  description = "Per NATS server: the DNS names and IP addresses its certificate covers."
+  value       = module.pki.certificate_names
+}

@@ -1,7 +1,7 @@
 # Cloud-init documents for every kind of node in one region. Pure: no resources, no
-# providers. Every node gets the same topology JSON; secrets are fetched from SSM at
-# each service start and the NATS config is rendered from the topology by
-# `edgemesh nats-config`, never written here.
+# providers. Every node gets the same topology JSON; secrets (and, with the topology's
+# tls, the NATS TLS files) are fetched from SSM at each service start and the NATS
+# config is rendered from the topology by `edgemesh nats-config`, never written here.
 
 locals {
   topology = var.topology
@@ -18,6 +18,13 @@ locals {
     store_dir         = var.nats_store_dir
     geoip_db_s3_uri   = var.geoip_db_s3_uri == null ? "" : var.geoip_db_s3_uri
     geoip_db_path     = local.geoip_db_path
+
+    # NATS TLS: every node fetches the CA certificate, NATS servers their own files too.
+    tls              = var.topology.tls != null
+    tls_ca_file      = var.topology.tls == null ? "" : var.topology.tls.ca_file
+    tls_cert_file    = var.topology.tls == null ? "" : var.topology.tls.cert_file
+    tls_key_file     = var.topology.tls == null ? "" : var.topology.tls.key_file
+    tls_ca_parameter = var.topology.tls == null ? "" : var.tls_ca_parameter_name
   }
 
   nats = [
@@ -25,18 +32,25 @@ locals {
       role   = "nats"
       server = i + 1
       name   = server.name
+      # With tls, nats_tls_parameter_names must name this server's parameters.
+      tls_cert_parameter = var.topology.tls == null ? "" : var.nats_tls_parameter_names[i].cert
+      tls_key_parameter  = var.topology.tls == null ? "" : var.nats_tls_parameter_names[i].key
     }))
   ]
 
   edge = templatefile("${path.module}/templates/cloud-init.yaml.tftpl", merge(local.common, {
-    role   = "edge"
-    server = 0
-    name   = local.this.edges[0].name
+    role               = "edge"
+    server             = 0
+    name               = local.this.edges[0].name
+    tls_cert_parameter = ""
+    tls_key_parameter  = ""
   }))
 
   control_plane = templatefile("${path.module}/templates/cloud-init.yaml.tftpl", merge(local.common, {
-    role   = "control-plane"
-    server = 0
-    name   = "${var.region}-cp"
+    role               = "control-plane"
+    server             = 0
+    name               = "${var.region}-cp"
+    tls_cert_parameter = ""
+    tls_key_parameter  = ""
   }))
 }

@@ -1,5 +1,5 @@
 variable "topology" {
-  description = "The deployment's shared topology (mesh/topology.py; in HCL or jsondecode of the topology JSON), identical in every region. Nodes get jsonencode(topology)."
+  description = "The deployment's shared topology (mesh/topology.py; in HCL or jsondecode of the topology JSON), identical in every region. Nodes get jsonencode(topology). With tls (null: plain text), nodes fetch the NATS TLS files to its paths."
   type = object({
     regions = list(object({
       name      = string
@@ -33,11 +33,21 @@ variable "topology" {
       ttl_s          = number
       default_region = string
     })
+    tls = object({
+      ca_file   = string
+      cert_file = string
+      key_file  = string
+    })
   })
 
   validation {
     condition     = length(var.topology.regions) > 0
     error_message = "The topology must have at least one region."
+  }
+
+  validation {
+    condition     = var.topology.tls == null ? true : alltrue([for p in [var.topology.tls.ca_file, var.topology.tls.cert_file, var.topology.tls.key_file] : can(regex("^/[A-Za-z0-9_./-]+$", p))])
+    error_message = "The topology's tls must be null or absolute paths of A-Z a-z 0-9 _ . - / (they are written into the nodes' scripts)."
   }
 }
 
@@ -90,5 +100,30 @@ variable "geoip_db_s3_uri" {
   validation {
     condition     = var.geoip_db_s3_uri == null ? true : can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9_./+-]*\\.mmdb$", var.geoip_db_s3_uri))
     error_message = "The geoip_db_s3_uri must be null or s3://BUCKET/KEY.mmdb: a MaxMind City database (GeoLite2-City.mmdb or GeoIP2-City.mmdb, extracted from MaxMind's .tar.gz) in an S3 bucket."
+  }
+}
+
+variable "tls_ca_parameter_name" {
+  description = "Name of the SSM parameter holding the NATS CA certificate (PEM), which every node fetches to the topology's tls.ca_file before every start. Required when the topology has tls."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.tls_ca_parameter_name == null ? true : can(regex("^/[A-Za-z0-9_./-]{1,1000}$", var.tls_ca_parameter_name))
+    error_message = "The tls_ca_parameter_name must be null or an absolute SSM parameter path of A-Z a-z 0-9 _ . - /."
+  }
+}
+
+variable "nats_tls_parameter_names" {
+  description = "Per NATS server of the region, in topology order: the SSM parameters holding its certificate (cert) and its private key (key, a SecureString), which the server fetches to the topology's tls.cert_file and tls.key_file (mode 0600, owned by edgemesh) before every start. Required when the topology has tls."
+  type = list(object({
+    cert = string
+    key  = string
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for p in var.nats_tls_parameter_names : can(regex("^/[A-Za-z0-9_./-]{1,1000}$", p.cert)) && can(regex("^/[A-Za-z0-9_./-]{1,1000}$", p.key))])
+    error_message = "Every NATS TLS parameter name must be an absolute SSM parameter path of A-Z a-z 0-9 _ . - /."
   }
 }

@@ -27,8 +27,9 @@ resource "aws_instance" "control_plane" {
     encrypted   = true
   }
 
-  # The node reads the secrets parameter (and the GeoIP database, if any) at boot.
-  depends_on = [aws_ssm_parameter.secrets, aws_iam_role_policy.node, aws_iam_role_policy.geoip]
+  # The node reads the secrets and the CA certificate (and the GeoIP database, if any)
+  # at boot.
+  depends_on = [aws_ssm_parameter.secrets, aws_ssm_parameter.tls_ca, aws_iam_role_policy.node, aws_iam_role_policy.geoip]
 
   tags = merge(local.tags, { Name = "${local.name}-cp", "edgemesh:role" = "control-plane" })
 

@@ -108,8 +108,8 @@ resource "aws_autoscaling_group" "edge" {
     }
   }
 
-  # The node reads the secrets parameter at boot.
-  depends_on = [aws_ssm_parameter.secrets, aws_iam_role_policy.node]
+  # The node reads the secrets and the CA certificate at boot.
+  depends_on = [aws_ssm_parameter.secrets, aws_ssm_parameter.tls_ca, aws_iam_role_policy.node]
 
   dynamic "tag" {
     for_each = local.tags

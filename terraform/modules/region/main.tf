@@ -30,6 +30,18 @@ locals {
 
   secrets_parameter_name = "/${var.name}/${var.region}/secrets"
   ami_id                 = var.ami_id != null ? var.ami_id : data.aws_ami.al2023[0].id
+
+  # NATS TLS (the topology's tls): SSM parameters named like the files on the hosts.
+  tls_enabled = var.topology.tls != null
+  tls_parameter_names = {
+    ca = "/${var.name}/${var.region}/tls/ca.pem"
+    nats = [
+      for k in range(length(local.nats_servers)) : {
+        cert = "/${var.name}/${var.region}/tls/nats-${k + 1}.pem"
+        key  = "/${var.name}/${var.region}/tls/nats-${k + 1}-key.pem"
+      }
+    ]
+  }
 }
 
 data "aws_partition" "current" {}
@@ -55,11 +67,13 @@ data "aws_ami" "al2023" {
 module "cloud_init" {
   source = "../cloud-init"
 
-  topology               = var.topology
-  region                 = var.region
-  edgemesh_version       = var.edgemesh_version
-  secrets_parameter_name = local.secrets_parameter_name
-  geoip_db_s3_uri        = var.geoip_db_s3_uri
+  topology                 = var.topology
+  region                   = var.region
+  edgemesh_version         = var.edgemesh_version
+  secrets_parameter_name   = local.secrets_parameter_name
+  geoip_db_s3_uri          = var.geoip_db_s3_uri
+  tls_ca_parameter_name    = local.tls_parameter_names.ca
+  nats_tls_parameter_names = local.tls_parameter_names.nats
 }
 
 ################################################################################
@@ -74,8 +88,43 @@ resource "aws_ssm_parameter" "secrets" {
   tags        = local.tags
 }
 
+# NATS TLS, fetched with the secrets to the topology's tls paths: the CA certificate
+# (public) for every node, each server's certificate and private key for that server.
+# The topology has tls, so nats_tls must be given (the pki module's output).
+resource "aws_ssm_parameter" "tls_ca" {
+  count = local.tls_enabled ? 1 : 0
+
+  name        = local.tls_parameter_names.ca
+  description = "edgemesh NATS CA certificate (public), for the nodes of region ${var.region}"
+  type        = "String"
+  value       = var.nats_tls.ca_cert_pem
+  tags        = local.tags
+}
+
+resource "aws_ssm_parameter" "nats_cert" {
+  count = local.tls_enabled ? length(local.nats_servers) : 0
+
+  name        = local.tls_parameter_names.nats[count.index].cert
+  description = "edgemesh NATS server certificate of ${local.nats_servers[count.index].name}"
+  type        = "String"
+  value       = var.nats_tls.servers[count.index].cert_pem
+  tags        = local.tags
+}
+
+resource "aws_ssm_parameter" "nats_key" {
+  count = local.tls_enabled ? length(local.nats_servers) : 0
+
+  name        = local.tls_parameter_names.nats[count.index].key
+  description = "edgemesh NATS server private key of ${local.nats_servers[count.index].name}"
+  type        = "SecureString"
+  value       = var.nats_tls.servers[count.index].key_pem
+  tags        = local.tags
+}
+
 ################################################################################
-# Instance role: read the secrets parameter, be reachable by SSM Session Manager
+# Instance roles: read the secrets parameter (and TLS files), be reachable by SSM
+# Session Manager. NATS servers have their own role: only they may read the NATS
+# servers' private keys, not the internet-facing edges or the control plane.
 ################################################################################
 
 data "aws_iam_policy_document" "assume" {
@@ -89,10 +138,24 @@ data "aws_iam_policy_document" "assume" {
   }
 }
 
+# Edges and the control plane: the secrets and the CA certificate.
 data "aws_iam_policy_document" "node" {
   statement {
     actions   = ["ssm:GetParameter"]
-    resources = [aws_ssm_parameter.secrets.arn]
+    resources = concat([aws_ssm_parameter.secrets.arn], aws_ssm_parameter.tls_ca[*].arn)
+  }
+}
+
+# NATS servers: the same, and the region's server certificates and keys.
+data "aws_iam_policy_document" "nats" {
+  statement {
+    actions = ["ssm:GetParameter"]
+    resources = concat(
+      [aws_ssm_parameter.secrets.arn],
+      aws_ssm_parameter.tls_ca[*].arn,
+      aws_ssm_parameter.nats_cert[*].arn,
+      aws_ssm_parameter.nats_key[*].arn,
+    )
   }
 }
 
@@ -132,5 +195,28 @@ resource "aws_iam_role_policy_attachment" "ssm" {
 resource "aws_iam_instance_profile" "node" {
   name_prefix = "${substr(local.name, 0, 26)}-"
   role        = aws_iam_role.node.name
+  tags        = local.tags
+}
+
+resource "aws_iam_role" "nats" {
+  name_prefix        = "${substr(local.name, 0, 21)}-nats-"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = local.tags
+}
+
+resource "aws_iam_role_policy" "nats" {
+  name   = "read-edgemesh-secrets-and-tls"
+  role   = aws_iam_role.nats.id
+  policy = data.aws_iam_policy_document.nats.json
+}
+
+resource "aws_iam_role_policy_attachment" "nats_ssm" {
+  role       = aws_iam_role.nats.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}
+
+resource "aws_iam_instance_profile" "nats" {
+  name_prefix = "${substr(local.name, 0, 21)}-nats-"
+  role        = aws_iam_role.nats.name
   tags        = local.tags
 }

@@ -17,7 +17,7 @@ resource "aws_instance" "nats" {
   instance_type          = var.nats_instance_type
   subnet_id              = aws_subnet.public[count.index % length(local.azs)].id
   vpc_security_group_ids = [aws_security_group.nats.id]
-  iam_instance_profile   = aws_iam_instance_profile.node.name
+  iam_instance_profile   = aws_iam_instance_profile.nats.name
   user_data_base64       = base64gzip(module.cloud_init.nats[count.index])
 
   metadata_options {
@@ -31,8 +31,8 @@ resource "aws_instance" "nats" {
     encrypted   = true
   }
 
-  # The node reads the secrets parameter at boot.
-  depends_on = [aws_ssm_parameter.secrets, aws_iam_role_policy.node]
+  # The node reads the secrets and its TLS files at boot.
+  depends_on = [aws_ssm_parameter.secrets, aws_ssm_parameter.tls_ca, aws_ssm_parameter.nats_cert, aws_ssm_parameter.nats_key, aws_iam_role_policy.nats]
 
   tags = merge(local.tags, { Name = local.nats_servers[count.index].name, "edgemesh:role" = "nats" })
 

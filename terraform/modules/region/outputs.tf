@@ -81,3 +81,8 @@ output "dns_records" {
     nats_targets          = aws_eip.nats[*].public_dns
   }
 }
+
+output "tls_parameter_names" {
+  description = "Names of the SSM parameters the nodes fetch their NATS TLS files from (null without tls in the topology): ca (the CA certificate, String), and per server in topology order cert (String) and key (SecureString). Names only, never values."
+  value       = local.tls_enabled ? local.tls_parameter_names : null
+}

@@ -13,7 +13,7 @@ variable "region" {
 }
 
 variable "topology" {
-  description = "The deployment's shared topology (mesh/topology.py; in HCL or jsondecode of the topology JSON), identical for every region; nodes get jsonencode(topology). Each region has one edge (the load balancer's URL; its port is the client port) and a control_plane whose dns_host is a private address in the region's first subnet (cidrsubnet(vpc_cidr, 4, 0)) and whose dns_public_address is the address resolvers reach its DNS server at (this module's control_plane_public_ip output), or null to advertise dns_host. Terraform 1.0 has no optional attributes: give dns_public_address in every control_plane, null when unused."
+  description = "The deployment's shared topology (mesh/topology.py; in HCL or jsondecode of the topology JSON), identical for every region; nodes get jsonencode(topology). Each region has one edge (the load balancer's URL; its port is the client port) and a control_plane whose dns_host is a private address in the region's first subnet (cidrsubnet(vpc_cidr, 4, 0)) and whose dns_public_address is the address resolvers reach its DNS server at (this module's control_plane_public_ip output), or null to advertise dns_host. Its tls gives the on-host paths of the NATS TLS files (see nats_tls), null for plain text. Terraform 1.0 has no optional attributes: give dns_public_address in every control_plane and tls, null when unused."
   type = object({
     regions = list(object({
       name      = string
@@ -47,6 +47,11 @@ variable "topology" {
       ttl_s          = number
       default_region = string
     })
+    tls = object({
+      ca_file   = string
+      cert_file = string
+      key_file  = string
+    })
   })
 
   validation {
@@ -62,6 +67,11 @@ variable "topology" {
   validation {
     condition     = alltrue([for r in var.topology.regions : r.control_plane.dns_public_address == null ? true : can(cidrhost("${r.control_plane.dns_public_address}/${length(regexall(":", r.control_plane.dns_public_address)) > 0 ? 128 : 32}", 0)) && !contains(["0.0.0.0", "::"], r.control_plane.dns_public_address)])
     error_message = "A control_plane's dns_public_address must be null or an IPv4 or IPv6 address other than 0.0.0.0 and :: (the name server's glue address)."
+  }
+
+  validation {
+    condition     = var.topology.tls == null ? true : alltrue([for p in [var.topology.tls.ca_file, var.topology.tls.cert_file, var.topology.tls.key_file] : can(regex("^/[A-Za-z0-9_./-]+$", p))]) && length(distinct([var.topology.tls.ca_file, var.topology.tls.cert_file, var.topology.tls.key_file])) == 3
+    error_message = "The topology's tls must be null or three different absolute paths of A-Z a-z 0-9 _ . - / (ca_file, cert_file, key_file: where the nodes keep the TLS files)."
   }
 }
 
@@ -97,6 +107,24 @@ variable "secrets" {
   validation {
     condition     = alltrue([for k in var.secrets.api_keys : can(regex("^[^:]+:.{16,}$", k))])
     error_message = "Every API key must be KEY_ID:SECRET with a secret of 16 or more characters."
+  }
+}
+
+variable "nats_tls" {
+  description = "The NATS servers' TLS material (the pki module's nats_tls output for this region): the deployment CA's certificate and, in topology order, each server's certificate and private key, all PEM. Required when the topology has tls; stored as SSM parameters (the keys as SecureStrings, readable by the NATS servers' role only) that nodes fetch at every start to the topology's tls paths; never in user data or outputs. Null without tls."
+  type = object({
+    ca_cert_pem = string
+    servers = list(object({
+      cert_pem = string
+      key_pem  = string
+    }))
+  })
+  default   = null
+  sensitive = true
+
+  validation {
+    condition     = var.nats_tls == null ? true : length(regexall("-----BEGIN CERTIFICATE-----", var.nats_tls.ca_cert_pem)) > 0 && alltrue([for s in var.nats_tls.servers : length(regexall("-----BEGIN CERTIFICATE-----", s.cert_pem)) > 0 && length(regexall("-----BEGIN [A-Z ]*PRIVATE KEY-----", s.key_pem)) > 0])
+    error_message = "The nats_tls certificates and keys must be PEM text (-----BEGIN CERTIFICATE----- and -----BEGIN ... PRIVATE KEY-----), not file names."
   }
 }
 
@@ -287,7 +315,7 @@ variable "control_plane_instance_type" {
 }
 
 variable "geoip_db_s3_uri" {
-  description = "S3 URI (s3://BUCKET/KEY.mmdb) of a MaxMind City database the operator uploaded (a licence is needed; none ships with edgemesh). The instance role may read that one object; the control plane fetches it before every start and runs with --geoip-db. Null: no database, and geo-DNS sends every client to the topology's default region."
+  description = "S3 URI (s3://BUCKET/KEY.mmdb) of a MaxMind City database the operator uploaded (a licence is needed; none ships with edgemesh). The edges' and control plane's instance role may read that one object; the control plane fetches it before every start and runs with --geoip-db. Null: no database, and geo-DNS sends every client to the topology's default region."
   type        = string
   default     = null
 
