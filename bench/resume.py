@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mesh.pki import issue_local_pki
 from mesh.process import FreePorts
 from mesh.secrets import generate_secrets
 from mesh.supercluster import Supercluster
-from mesh.tls import issue_local_pki
 from mesh.topology import local_topology
 from tests.edge_fixture import EdgeCluster, WsClient
 from tests.test_recovery import publish_many

@@ -23,10 +23,10 @@ from typing import TypeVar, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mesh.pki import issue_local_pki
 from mesh.process import FreePorts
 from mesh.secrets import generate_secrets
 from mesh.supercluster import Supercluster
-from mesh.tls import issue_local_pki
 from mesh.topology import DEV_REGIONS, local_topology
 from tests.edge_fixture import EdgeCluster
 from tests.rawws import PING, PONG, masked_frame, take_frames, upgrade_request, upgrade_response

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
+from mesh.pki import issue_local_pki
 from mesh.process import LaunchError, ManagedProcess, port_in_use
 from mesh.secrets import Secrets, api_keys_from_env, generate_secrets, write_secrets
 from mesh.supercluster import Supercluster
-from mesh.tls import issue_local_pki
 from mesh.topology import Topology
 
 

@@ -13,10 +13,10 @@ import pytest
 from nats.aio.client import Client
 
 from mesh.natsconn import connect_region
+from mesh.pki import issue_local_pki
 from mesh.process import FreePorts
 from mesh.secrets import Secrets, generate_secrets
 from mesh.supercluster import Supercluster
-from mesh.tls import issue_local_pki
 from mesh.topology import DEV_REGIONS, Topology, local_topology
 
 

@@ -45,9 +45,9 @@ from control_plane.dns.policy import ZonePolicy
 from mesh.cli import build_parser
 from mesh.cli import main as edgemesh_main
 from mesh.nats_config import render_nats_config
+from mesh.pki import issue_server_cert, make_ca
 from mesh.secrets import Secrets, generate_secrets, load_secrets
 from mesh.supercluster import nats_server_binary
-from mesh.tls import issue_server_cert, make_ca
 from mesh.topology import Tls, Topology, load_topology
 from tests.terraform_offline import (
     OFFLINE_PROVIDER,

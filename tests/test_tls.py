@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from mesh.nats_config import render_nats_config
+from mesh.pki import issue_local_pki
 from mesh.process import FreePorts, ManagedProcess, wait_until
 from mesh.supercluster import Supercluster
-from mesh.tls import issue_local_pki
 from mesh.topology import parse_topology
 from tests.conftest import NatsClients
 

@@ -15,16 +15,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mesh.nats_config import render_nats_config
 from mesh.natsconn import tls_options
-from mesh.secrets import generate_secrets
-from mesh.supercluster import nats_server_binary
-from mesh.tls import (
-    client_context,
+from mesh.pki import (
     issue_local_pki,
     issue_server_cert,
     make_ca,
     subject_alt_names,
     topology_hosts,
 )
+from mesh.secrets import generate_secrets
+from mesh.supercluster import nats_server_binary
+from mesh.tls import client_context
 from mesh.topology import Tls, dev_topology, parse_topology
 
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
