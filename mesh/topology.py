@@ -67,10 +67,6 @@ class NatsServer(_Model):
     def gateway_url(self) -> str:
         return f"nats://{self.public_host}:{self.gateway_port}"
 
-    def monitor_url(self, tls: bool = False) -> str:
-        """The monitoring port's base URL: https when the deployment uses TLS."""
-        return f"{'https' if tls else 'http'}://{self.public_host}:{self.monitor_port}"
-
     def ports(self) -> dict[str, int]:
         return {
             "client_port": self.client_port,
@@ -342,7 +338,8 @@ class Topology(_Model):
 
     def monitor_url(self, server: NatsServer) -> str:
         """`server`'s monitoring base URL in this deployment (https with TLS)."""
-        return server.monitor_url(self.tls is not None)
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{server.public_host}:{server.monitor_port}"
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True)
