@@ -1,7 +1,7 @@
 """Publish benchmark: many publishers on one region's edge, pipelined, at fixed rates.
 
     python bench/publish.py [--connections 20] [--rates 100,1000,4000] [--duration 10]
-                            [--size 100] [--channels 10] [--repeat 1]
+                            [--size 100] [--channels 10] [--repeat 1] [--no-tls]
 
 Starts a local supercluster (regions eu and us, one nats-server each: us mirrors eu's
 stream) and one real edge per region (``edgemesh edge`` processes), opens the publisher
@@ -168,7 +168,7 @@ def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    with two_regions() as rig:
+    with two_regions(tls=not args.no_tls) as rig:
         edges, pids = rig.edges, rig.pids
         tally = Tally()
         pubs = await open_clients(
@@ -180,7 +180,7 @@ async def bench(args: argparse.Namespace) -> None:
         print(
             f"publish: {args.connections} connections to the eu edge, {args.channels} "
             f"channels, {args.size}-byte messages, pipelined, {args.duration:.0f} s per rate; "
-            "us mirrors eu"
+            f"us mirrors eu; NATS {'in plain text' if args.no_tls else 'over TLS'}"
         )
         print(
             f"{'pub/s':>6} {'acks/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -228,6 +228,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--channels", type=int, default=10)
     p.add_argument("--repeat", type=int, default=1, help="run the rates this many times")
+    p.add_argument("--no-tls", action="store_true", help="NATS in plain text (default: TLS)")
     args = p.parse_args()
     import uvloop
 
