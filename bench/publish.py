@@ -2,6 +2,7 @@
 
     python bench/publish.py [--connections 20] [--rates 100,1000,4000] [--duration 10]
                             [--size 100] [--channels 10] [--repeat 1] [--no-tls]
+                            [--message-ids]
 
 Starts a local supercluster (regions eu and us, one nats-server each: us mirrors eu's
 stream) and one real edge per region (``edgemesh edge`` processes), opens the publisher
@@ -100,8 +101,13 @@ async def run_rate(
     channels: int,
     pids: list[int],
     first_id: int,
+    message_ids: bool = False,
 ) -> dict[str, float]:
     n = int(rate * duration)
+
+    def id_field(k: int) -> str:
+        return f',"message_id":"b-{k}"' if message_ids else ""
+
     pad = "p" * max(0, size - 30)
     tally.latencies_ms.clear()
     tally.serials.clear()
@@ -112,7 +118,7 @@ async def run_rate(
         masked_frame(
             (
                 f'{{"type":"publish","id":{first_id + k},"channel":"pub-{k % channels}",'
-                f'"data":[{k},"{pad}"]}}'
+                f'"data":[{k},"{pad}"]{id_field(first_id + k)}}}'
             ).encode()
         )
         for k in range(n)
@@ -181,6 +187,7 @@ async def bench(args: argparse.Namespace) -> None:
             f"publish: {args.connections} connections to the eu edge, {args.channels} "
             f"channels, {args.size}-byte messages, pipelined, {args.duration:.0f} s per rate; "
             f"us mirrors eu; NATS {'in plain text' if args.no_tls else 'over TLS'}"
+            f"{'; every publish has a message_id' if args.message_ids else ''}"
         )
         print(
             f"{'pub/s':>6} {'acks/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -190,7 +197,15 @@ async def bench(args: argparse.Namespace) -> None:
         first_id = 0
         for rate in [rate for _ in range(args.repeat) for rate in args.rates]:
             r = await run_rate(
-                pubs, tally, rate, args.duration, args.size, args.channels, pids, first_id
+                pubs,
+                tally,
+                rate,
+                args.duration,
+                args.size,
+                args.channels,
+                pids,
+                first_id,
+                args.message_ids,
             )
             first_id += int(r["sent"])
             results[rate].append(r)
@@ -229,6 +244,12 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=10)
     p.add_argument("--repeat", type=int, default=1, help="run the rates this many times")
     p.add_argument("--no-tls", action="store_true", help="NATS in plain text (default: TLS)")
+    p.add_argument(
+        "--message-ids",
+        action="store_true",
+        help="give every publish a message_id (connections younger than the dedup window "
+        "then look for it in the other region's copy before storing it)",
+    )
     args = p.parse_args()
     import uvloop
 

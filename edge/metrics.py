@@ -101,6 +101,13 @@ class EdgeMetrics:
     def __init__(self) -> None:
         self.publishes = Counter("edgemesh_publishes_total", "Publish requests received.")
         self.acks = Counter("edgemesh_acks_total", "Publishes acknowledged.", ["duplicate"])
+        self.region_checks = Counter(
+            "edgemesh_region_checks_total",
+            "Lookups of a publish's message_id in other regions' copies before storing it, "
+            "by outcome (found: acknowledged as that copy; clear: stored; unanswered: a copy "
+            "did not answer in time, stored).",
+            ["result"],
+        )
         self.nacks = Counter("edgemesh_nacks_total", "Publishes refused, by code.", ["code"])
         self.errors = Counter("edgemesh_errors_total", "Error replies sent, by code.", ["code"])
         self.connections_opened = Counter(
@@ -131,6 +138,7 @@ class EdgeMetrics:
         self._owned: tuple[Counter | Histogram, ...] = (
             self.publishes,
             self.acks,
+            self.region_checks,
             self.nacks,
             self.errors,
             self.connections_opened,

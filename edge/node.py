@@ -35,7 +35,7 @@ from mesh.geo import fallback_order
 from mesh.history import History, HistoryPage, MirrorStatus, MirrorWatch
 from mesh.hub import ChannelHub
 from mesh.natsconn import connect_region
-from mesh.publisher import Ack, Publication, Publisher
+from mesh.publisher import Ack, Lane, Publication, Publisher
 from mesh.secrets import Secrets
 from mesh.streams import ensure_streams
 from mesh.subjects import stream_name
@@ -146,7 +146,13 @@ class EdgeNode:
         self.mesh = Mesh(
             nc,
             js,
-            Publisher(nc, self.region, settings),
+            Publisher(
+                nc,
+                self.region,
+                settings,
+                others=self.topology.names,
+                on_check=self.metrics.region_checks.inc,
+            ),
             hub,
             History(nc, self.topology, self.region, settings),
             mirrors,
@@ -302,7 +308,7 @@ class EdgeNode:
         if self.mesh is not None:
             self.mesh.hub.sink_changed(session)
 
-    def submit(self, pub: Publication) -> asyncio.Future[Ack]:
+    def submit(self, pub: Publication, lane: Lane | None = None) -> asyncio.Future[Ack]:
         if self.mesh is None or self.shutting_down:
             raise MeshUnavailable("this edge is not connected to the mesh")
         if len(pub.data) + HEADER_ROOM > self.mesh.nc.max_payload:
@@ -312,7 +318,7 @@ class EdgeNode:
                 ErrorCode.INTERNAL,
                 f"message too large for the NATS servers (max_payload {self.mesh.nc.max_payload})",
             )
-        future: asyncio.Future[Ack] = self.mesh.publisher.submit(pub)
+        future: asyncio.Future[Ack] = self.mesh.publisher.submit(pub, lane)
         self._unanswered.add(future)
         future.add_done_callback(self._unanswered.discard)
         return future

@@ -41,7 +41,7 @@ from edge.tokens import Principal
 from edge.wsprotocol import RawSocket
 from mesh.errors import MeshError
 from mesh.hub import Subscribed
-from mesh.publisher import Ack, Publication
+from mesh.publisher import Ack, Lane, Publication
 
 if TYPE_CHECKING:
     from edge.node import EdgeNode
@@ -68,6 +68,8 @@ class ClientSession:
         limits = node.settings.limits
         self._max_buffer = limits.max_send_buffer_bytes
         self._rate = PublishRateGuard(limits, time.monotonic())
+        # this connection's publishes keep their order (mesh.publisher.Lane)
+        self._lane = Lane(int(time.time() * 1000))
         self._expiry: asyncio.TimerHandle | None = None
         self.transport = socket.transport  # what send_frame writes to
         socket.on_over_limit = self._over_limit
@@ -271,7 +273,8 @@ class ClientSession:
                     frame.message_id,
                     self.principal.client_id,
                     self.principal.key_id,
-                )
+                ),
+                self._lane,
             )
         except EdgeError as exc:
             self._reply_nack(rid, exc)

@@ -7,6 +7,13 @@ ack. Every future resolves: to an :class:`Ack` (JetStream's PubAck: the message 
 durable), or to :class:`MeshUnavailable` at once when NATS is disconnected, or when no
 PubAck came within ``publish_timeout_s``. One timer watches every publication's
 deadline (they expire in the order they were submitted), not one timer each.
+
+A publication with a ``message_id`` that may retry an attempt stored in another region
+(see :mod:`mesh.elsewhere`) is first looked up in this region's copies of the other
+regions' streams; one found there is acknowledged as that copy (``duplicate``) and not
+stored again. While a lookup runs, the later publications of the same :class:`Lane`
+(one client connection) wait behind it, so a lane's publications are stored in the
+order it made them; other lanes do not wait.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import nats.errors
@@ -27,8 +34,10 @@ from nats.aio.msg import Msg
 
 from mesh.cancellation import cancel_and_wait
 from mesh.channels import channel_token
+from mesh.directget import DirectReader
+from mesh.elsewhere import find_elsewhere, may_retry_elsewhere
 from mesh.errors import MeshUnavailable
-from mesh.message import H_CLIENT, H_DEDUP, H_ID, H_NAME, dedup_key, header_value
+from mesh.message import H_CLIENT, H_DEDUP, H_ID, H_NAME, StoredMessage, dedup_key, header_value
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.subjects import stored_subject
@@ -76,6 +85,22 @@ class _Pending:
     future: asyncio.Future[Ack]
     deadline: float  # time.monotonic() when it expires
     token: str = ""
+    # the lookup in other regions' copies; None when the publication needs none
+    check: asyncio.Task[StoredMessage | None] | None = None
+
+
+class Lane:
+    """The publications of one client connection: stored in the order it made them,
+    even while one of them waits for its lookup in other regions' copies (the later ones
+    wait here, not in the publisher's queue, so other lanes never wait for it)."""
+
+    __slots__ = ("held", "opened_ms")
+
+    def __init__(self, opened_ms: int) -> None:
+        self.opened_ms = opened_ms  # the publisher's clock, in ms, when the connection opened
+        # publications waiting behind one that looks elsewhere (made when first needed:
+        # an empty deque costs ~600 bytes, and most connections never need it)
+        self.held: collections.deque[_Pending] | None = None
 
 
 class _Entropy:
@@ -103,12 +128,22 @@ class Publisher:
         settings: MeshSettings,
         clock: Callable[[], float] = time.time,
         mux: ReplyMux | None = None,
+        others: Sequence[str] = (),
+        on_check: Callable[[str], None] | None = None,
     ) -> None:
+        """`others`: the regions whose streams this region mirrors, looked up before
+        storing a publication that may retry one of theirs (none: no lookup).
+        `on_check` is told each lookup's outcome: ``found``, ``clear`` or ``unanswered``."""
         self.nc = nc
         self.region = region
         self.settings = settings
         self.clock = clock
         self.mux = mux or ReplyMux(nc)
+        self.others = tuple(o for o in others if o != region)
+        self.on_check = on_check
+        self._reader = DirectReader(nc, self.mux, settings.region_check_timeout_s)
+        self._checks: set[asyncio.Task[StoredMessage | None]] = set()
+        self._closed = False
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -117,10 +152,11 @@ class Publisher:
         self._sweeper: asyncio.TimerHandle | None = None
         self._entropy = _Entropy()
 
-    def submit(self, pub: Publication) -> asyncio.Future[Ack]:
+    def submit(self, pub: Publication, lane: Lane | None = None) -> asyncio.Future[Ack]:
         """Queue `pub`; the future gives its Ack or fails with MeshUnavailable.
 
-        Raises ChannelError at once for an invalid channel name.
+        `lane`: the client connection's, whose publications keep their order; None for a
+        request on its own (REST). Raises ChannelError at once for an invalid channel name.
         """
         token = channel_token(pub.channel)
         loop = asyncio.get_running_loop()
@@ -131,10 +167,11 @@ class Publisher:
         now_ms = int(self.clock() * 1000)
         mid = pub.message_id
         headers: dict[str, str] = {}
+        key = None
         if mid is None:
             mid = assign_message_id(now_ms, self._entropy.take(10))
         else:
-            headers[H_DEDUP] = dedup_key(pub.scope, pub.channel, mid)
+            key = headers[H_DEDUP] = dedup_key(pub.scope, pub.channel, mid)
         headers[H_ID] = header_value(mid)
         if pub.name is not None:
             headers[H_NAME] = header_value(pub.name)
@@ -146,14 +183,102 @@ class Publisher:
         self._pending[p] = None
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.settings.publish_timeout_s, self._sweep)
+        if (
+            key is not None
+            and self.others
+            and self.settings.cross_region_dedup
+            and may_retry_elsewhere(
+                None if lane is None else lane.opened_ms,
+                now_ms,
+                int(self.settings.duplicate_window_s * 1000),
+            )
+        ):
+            p.check = loop.create_task(self._look_elsewhere(token, pub.channel, key, now_ms))
+            self._checks.add(p.check)
+            p.check.add_done_callback(self._checks.discard)
+        if lane is None:
+            if p.check is None:
+                self._enqueue(p)
+            else:
+                p.check.add_done_callback(lambda _t: self._checked(p))
+        elif lane.held or p.check is not None:
+            if lane.held is None:
+                lane.held = collections.deque()
+            lane.held.append(p)
+            if p.check is not None:
+                p.check.add_done_callback(lambda _t: self._release(lane))
+        else:
+            self._enqueue(p)
+        return fut
+
+    def _enqueue(self, p: _Pending) -> None:
         self._queue.append(p)
         if self._writer is None or self._writer.done():
             self._wake = asyncio.Event()
-            self._writer = loop.create_task(self._write_loop(), name="mesh-publisher")
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name="mesh-publisher"
+            )
         else:
             assert self._wake is not None
             self._wake.set()
-        return fut
+
+    async def _look_elsewhere(
+        self, token: str, channel: str, key: str, now_ms: int
+    ) -> StoredMessage | None:
+        window_ms = int(self.settings.duplicate_window_s * 1000)
+        try:
+            found, answered = await asyncio.wait_for(
+                find_elsewhere(
+                    self._reader,
+                    self.others,
+                    token,
+                    channel,
+                    key,
+                    now_ms - window_ms,
+                    self.settings.dedup_lookbehind,
+                ),
+                self.settings.region_check_timeout_s,
+            )
+        except (MeshUnavailable, TimeoutError):
+            found, answered = None, False
+        if found is None and not answered:
+            log.debug("a copy of another region's stream did not answer; storing %s", key)
+        if self.on_check is not None:
+            self.on_check("found" if found is not None else "clear" if answered else "unanswered")
+        return found
+
+    def _checked(self, p: _Pending) -> None:
+        """`p`'s lookup is over (or it had none): acknowledge the copy found elsewhere,
+        or queue `p` to be stored."""
+        if p.future.done():
+            return
+        found = None
+        if p.check is not None and not p.check.cancelled() and p.check.exception() is None:
+            found = p.check.result()
+        if found is not None:
+            p.future.set_result(
+                Ack(
+                    serial=found.serial,
+                    seq=found.seq,
+                    message_id=p.message_id,
+                    duplicate=True,
+                    timestamp_ms=int(self.clock() * 1000),
+                )
+            )
+        elif self._closed:
+            p.future.set_exception(MeshUnavailable("publisher closed"))
+        else:
+            self._enqueue(p)
+
+    def _release(self, lane: Lane) -> None:
+        """Hand on the lane's publications, in order, up to the first still looking."""
+        held = lane.held
+        while held:
+            p = held[0]
+            if p.check is not None and not p.check.done():
+                return
+            held.popleft()
+            self._checked(p)
 
     def _sweep(self) -> None:
         """Fail the publications past their deadline; watch the next one's."""
@@ -252,6 +377,8 @@ class Publisher:
 
     async def close(self, timeout_s: float = 2.0) -> None:
         """Fail what is still queued and stop the writer (given up on after `timeout_s`)."""
+        self._closed = True
         self._fail_all("publisher closed")
-        if self._writer is not None and await cancel_and_wait([self._writer], timeout_s):
+        tasks = [*self._checks, *([self._writer] if self._writer is not None else [])]
+        if tasks and await cancel_and_wait(tasks, timeout_s):
             log.warning("publisher writer did not stop within %s s", timeout_s)

@@ -28,6 +28,8 @@ class MeshSettings:
     mirror_stale_after_s: float = 5.0
     dedup_memory: int = 10_000
     dedup_lookbehind: int = 1000
+    cross_region_dedup: bool = True
+    region_check_timeout_s: float = 0.5
     pending_msgs_limit: int = 65_536
     replicas: int | None = None
 
@@ -61,7 +63,9 @@ class MeshSettings:
                 continue
             default = getattr(cls, f.name, None)
             try:
-                if f.name == "sweep_delays_s":
+                if isinstance(default, bool):
+                    values[f.name] = _flag(raw)
+                elif f.name == "sweep_delays_s":
                     values[f.name] = tuple(float(x) for x in raw.split(",") if x.strip())
                 elif f.name == "replicas":
                     values[f.name] = None if raw.strip() in ("", "auto") else int(raw)
@@ -80,3 +84,12 @@ class MeshSettings:
         """Stream replicas in a region with `servers` NATS servers."""
         n = self.replicas if self.replicas is not None else 3
         return max(1, min(n, servers))
+
+
+def _flag(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

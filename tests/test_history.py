@@ -1,5 +1,6 @@
 """Issue 4 history through real edges: the `history` frame and REST agree, paging yields
-every message exactly once merged across origins, and a retry in another region shows once."""
+every message exactly once merged across origins, and a retry in another region is
+acknowledged as the first copy and shows once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from urllib.parse import quote
 
 import httpx
 
-from mesh.subjects import mirror_name
+from mesh.channels import channel_token
+from mesh.directget import DirectReader
+from mesh.replies import ReplyMux
+from mesh.subjects import mirror_name, stored_subject, stream_name
 from tests.conftest import NatsClients
 from tests.edge_fixture import EdgeCluster, WsClient, edges_fixture
 from tests.test_recovery import publish_many
@@ -80,21 +84,48 @@ async def test_frame_and_rest_agree_and_paging_yields_each_message_once(
     assert eu == [a["serial"] for a in acks_eu]
 
 
-async def test_retry_in_another_region_appears_once(
+async def test_retry_in_another_region_is_acked_as_the_first_copy_and_appears_once(
     edges: EdgeCluster, nats_client: NatsClients
 ) -> None:
+    """PROTOCOL: a retry within the dedup window is acknowledged `duplicate: true` and
+    delivered once, also when the publisher failed over to another region: once that
+    region's mirror holds the first copy, the retry is acknowledged as it (WebSocket in
+    us, REST in ap) and not stored again."""
     ch = "history:failover"
-    async with WsClient.open(edges.ws_url("eu", edges.token("p"))) as eu:
-        first = await eu.request(
-            {"type": "publish", "channel": ch, "data": 1, "message_id": "pay-7"}
+    found = 'edgemesh_region_checks_total{result="found"}'
+    before = {r: edges.metrics(r).get(found, 0) for r in ("us", "ap")}
+    async with WsClient.open(edges.ws_url("us", edges.token("s"))) as sub:
+        await sub.subscribe(ch)
+        async with WsClient.open(edges.ws_url("eu", edges.token("p"))) as eu:
+            first = await eu.request(
+                {"type": "publish", "channel": ch, "data": 1, "message_id": "pay-7"}
+            )
+        assert first["type"] == "ack" and not first["duplicate"]
+        await mirrored(nats_client, "eu", "us", seq_of(first))
+        async with WsClient.open(edges.ws_url("us", edges.token("p"))) as us:
+            retry = await us.request(
+                {"type": "publish", "channel": ch, "data": 1, "message_id": "pay-7"}
+            )
+            other = await us.request({"type": "publish", "channel": ch, "data": 2})
+        assert retry["type"] == "ack" and retry["duplicate"] is True
+        assert (retry["serial"], retry["message_id"]) == (first["serial"], "pay-7")
+        assert other["type"] == "ack"
+        # not stored again: us's stream holds only the other message of the channel
+        nc = await nats_client("us")
+        stored = await DirectReader(nc, ReplyMux(nc), 5).after(
+            stream_name("us"), stored_subject("us", channel_token(ch)), ch, 0, 10
         )
-    async with WsClient.open(edges.ws_url("us", edges.token("p"))) as us:
-        retry = await us.request(
-            {"type": "publish", "channel": ch, "data": 1, "message_id": "pay-7"}
-        )
-        other = await us.request({"type": "publish", "channel": ch, "data": 2})
-    assert first["type"] == retry["type"] == other["type"] == "ack"
+        assert [m.id for m in stored] == [other["message_id"]]
+        # The subscriber got the message once, then the next one.
+        assert [m["id"] for m in await sub.messages(2)] == ["pay-7", other["message_id"]]
     await mirrored(nats_client, "eu", "ap", seq_of(first))
+    url = f"{edges.url('ap')}/v1/channels/{quote(ch, safe='')}/messages"
+    auth = {"Authorization": f"Bearer {edges.api_key}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        rest = await http.post(url, json={"data": 1, "message_id": "pay-7"}, headers=auth)
+    assert rest.status_code == 201, rest.text
+    assert rest.json() == {"serial": first["serial"], "id": "pay-7", "duplicate": True}
+    assert all(edges.metrics(r)[found] == before[r] + 1 for r in ("us", "ap"))
     await mirrored(nats_client, "us", "ap", seq_of(other))
     async with WsClient.open(edges.ws_url("ap", edges.token("r"))) as reader:
         page = await reader.request({"type": "history", "channel": ch, "limit": 10})

@@ -141,8 +141,16 @@ def test_settings_from_env() -> None:
         }
     )
     assert (s.max_msgs_per_channel, s.max_age_s, s.sweep_delays_s) == (50, 600.0, (0.1, 1.0))
-    assert s.replicas is None
-    for bad in ({"EDGEMESH_MESH_MAX_REWIND": "x"}, {"EDGEMESH_MESH_MAX_REWIND": "0"}):
+    assert s.replicas is None and s.cross_region_dedup
+    for text, flag in (("0", False), ("off", False), ("False", False), ("1", True), ("yes", True)):
+        env = {"EDGEMESH_MESH_CROSS_REGION_DEDUP": text}
+        assert MeshSettings.from_env(env).cross_region_dedup is flag
+    for bad in (
+        {"EDGEMESH_MESH_MAX_REWIND": "x"},
+        {"EDGEMESH_MESH_MAX_REWIND": "0"},
+        {"EDGEMESH_MESH_CROSS_REGION_DEDUP": "maybe"},
+        {"EDGEMESH_MESH_REGION_CHECK_TIMEOUT_S": "0"},
+    ):
         try:
             MeshSettings.from_env(bad)
         except ValueError as exc:
