@@ -73,6 +73,7 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
 
     topology = load_topology(args.topology)
     secrets = load_secrets(args.secrets)
+    secrets.require("control")
     topology.region(args.region)
     try:
         settings = build_settings(_overrides(args))

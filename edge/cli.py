@@ -27,6 +27,7 @@ def run_edge(args: argparse.Namespace) -> int:
 
     topology = load_topology(args.topology)
     secrets = load_secrets(args.secrets)
+    secrets.require("edge")
     region = topology.region(args.region)
     if not region.edges:
         raise TopologyError(f"region {region.name!r} has no edges")

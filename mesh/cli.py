@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mesh.nats_config import render_nats_config
 from mesh.process import FreePorts, LaunchError
-from mesh.secrets import generate_secrets, load_secrets
+from mesh.secrets import ROLES, generate_secrets, load_secrets
 from mesh.topology import (
     DEV_PORT_BASE,
     Topology,
@@ -39,8 +39,15 @@ def _cmd_nats_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_secrets(args: argparse.Namespace) -> int:
-    secrets = generate_secrets(args.key_id)
-    doc = secrets.model_dump(mode="json")
+    if args.for_role is not None:
+        if args.source is None:
+            raise TopologyError("secrets: --for-role needs --from FILE (the whole secrets file)")
+        secrets = load_secrets(args.source).for_role(args.for_role)
+    elif args.source is not None:
+        raise TopologyError("secrets: --from is only read with --for-role")
+    else:
+        secrets = generate_secrets(args.key_id)
+    doc = secrets.model_dump(mode="json", exclude_none=True)
     if args.tfvars:
         doc = {"secrets": doc}
     text = json.dumps(doc, indent=2) + "\n"
@@ -103,13 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--secrets",
         type=Path,
         required=True,
-        help="secrets JSON (`edgemesh secrets`); every server of a deployment needs the same one",
+        help="secrets JSON (`edgemesh secrets`, or its `--for-role nats` part): every "
+        "password of the deployment",
     )
     p.add_argument("--store-dir", help="JetStream store directory")
     p.set_defaults(func=_cmd_nats_config)
 
-    p = sub.add_parser("secrets", help="generate fresh NATS credentials and an API key")
+    p = sub.add_parser(
+        "secrets",
+        help="generate fresh NATS credentials and an API key, or cut one role's part of them",
+    )
     p.add_argument("--key-id", default="ops", help="id of the generated API key")
+    p.add_argument(
+        "--for-role",
+        choices=ROLES,
+        help="print only what this role's machines need from --from: edge or control (its "
+        "own NATS password and the API keys), nats (every NATS password, no API key)",
+    )
+    p.add_argument("--from", dest="source", type=Path, help="the whole secrets file")
     p.add_argument("--tfvars", action="store_true", help='wrap as {"secrets": ...} for Terraform')
     p.add_argument("--out", type=Path, help="write to a new file (mode 0600) instead of stdout")
     p.set_defaults(func=_cmd_secrets)

@@ -22,7 +22,7 @@ import httpx
 
 from mesh.pki import issue_local_pki
 from mesh.process import LaunchError, ManagedProcess, port_in_use
-from mesh.secrets import Secrets, api_keys_from_env, generate_secrets, write_secrets
+from mesh.secrets import Role, Secrets, api_keys_from_env, generate_secrets, write_secrets
 from mesh.supercluster import Supercluster
 from mesh.topology import Topology
 
@@ -42,6 +42,8 @@ COMPONENTS = (
     DevComponent("edge", "edge", "/readyz"),
     DevComponent("control-plane", "region", "/healthz"),
 )
+# Each component gets only its role's part of the secrets (mesh.secrets.Secrets.for_role).
+ROLE_OF: dict[str, Role] = {"edge": "edge", "control-plane": "control"}
 
 
 CHILD_STOP_TIMEOUT_S = 30.0
@@ -92,6 +94,8 @@ class DevDeployment:
             self.topology = issue_local_pki(self.topology, self.data_dir / "tls")
         self.topology_path.write_text(self.topology.to_json())
         write_secrets(self.secrets, self.secrets_path)
+        for role in ROLE_OF.values():
+            write_secrets(self.secrets.for_role(role), self.role_secrets_path(role))
         self.supercluster = Supercluster(self.topology, self.secrets, self.data_dir)
         self._plan_children()
         self._check_ports()
@@ -105,17 +109,17 @@ class DevDeployment:
             raise
         self.write_state()
 
+    def role_secrets_path(self, role: Role) -> Path:
+        """Where the part of the secrets that `role`'s components need is written."""
+        return self.data_dir / f"secrets-{role}.json"
+
     def _plan_children(self) -> None:
         env = dict(os.environ)
-        common = [
-            "--topology",
-            str(self.topology_path),
-            "--secrets",
-            str(self.secrets_path),
-        ]
         for comp in COMPONENTS:
             if comp.kind not in self.available:
                 continue
+            secrets_path = self.role_secrets_path(ROLE_OF[comp.kind])
+            common = ["--topology", str(self.topology_path), "--secrets", str(secrets_path)]
             for region in self.topology.regions:
                 if comp.per == "edge":
                     for e in region.edges:
@@ -256,7 +260,7 @@ class DevDeployment:
             "topology_file": str(self.topology_path),
             "secrets_file": str(self.secrets_path),
             "api_key": self.secrets.api_keys[0] if self.secrets.api_keys else None,
-            "nats_users": {"edge": self.secrets.nats.edge, "control": self.secrets.nats.control},
+            "nats_users": {u: self.secrets.password(u) for u in ("edge", "control")},
             # The CA that signed the NATS servers' certificate (None: plain text).
             "nats_ca_file": self.topology.tls.ca_file if self.topology.tls else None,
             "regions": regions,

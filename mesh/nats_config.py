@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from mesh.secrets import Secrets
+from mesh.secrets import PASSWORDS, Secrets
 from mesh.topology import NatsServer, Region, Tls, Topology, TopologyError
 
 ACCOUNT = "EM"
@@ -83,18 +83,19 @@ def render_nats_config(
 ) -> str:
     """The nats-server config text for server number `server` (1-based) of `region`."""
     r, s = find_server(topology, region, server)
-    c = secrets.nats
+    secrets.require("nats")  # every password: a nats-server's file, not an edge's
+    c = {user: secrets.password(user) for user in PASSWORDS}
     # JetStream needs a cluster block with routes even for a one-server cluster:
     # a route to itself is fine.
     routes = ", ".join(
-        _q(_url("route", c.route, peer.public_host, peer.cluster_port)) for peer in r.nats
+        _q(_url("route", c["route"], peer.public_host, peer.cluster_port)) for peer in r.nats
     )
     gateways = []
     for other in topology.regions:
         if other.name == r.name:
             continue
         urls = ", ".join(
-            _q(_url("gateway", c.gateway, p.public_host, p.gateway_port)) for p in other.nats
+            _q(_url("gateway", c["gateway"], p.public_host, p.gateway_port)) for p in other.nats
         )
         gateways.append(f"    {{ name: {_q(other.name)}, urls: [{urls}] }}")
     adv = ""
@@ -127,12 +128,12 @@ accounts {{
   {ACCOUNT} {{
     jetstream: enabled
     users: [
-      {{ user: "edge", password: {_q(c.edge)}, permissions: {EDGE_PERMISSIONS} }}
-      {{ user: "control", password: {_q(c.control)} }}
+      {{ user: "edge", password: {_q(c["edge"])}, permissions: {EDGE_PERMISSIONS} }}
+      {{ user: "control", password: {_q(c["control"])} }}
     ]
   }}
   {SYSTEM_ACCOUNT} {{
-    users: [ {{ user: "sys", password: {_q(c.sys)} }} ]
+    users: [ {{ user: "sys", password: {_q(c["sys"])} }} ]
   }}
 }}
 system_account: {SYSTEM_ACCOUNT}
@@ -140,7 +141,7 @@ system_account: {SYSTEM_ACCOUNT}
 cluster {{
   name: {_q(r.name)}
   listen: {_q(f"{s.host}:{s.cluster_port}")}
-{cluster_adv}{cluster_tls}  authorization {{ user: "route", password: {_q(c.route)} }}
+{cluster_adv}{cluster_tls}  authorization {{ user: "route", password: {_q(c["route"])} }}
   routes: [{routes}]
 }}
 
@@ -148,7 +149,7 @@ gateway {{
   name: {_q(r.name)}
   listen: {_q(f"{s.host}:{s.gateway_port}")}
 {gateway_adv}{cluster_tls}  reject_unknown_cluster: true
-  authorization {{ user: "gateway", password: {_q(c.gateway)} }}
+  authorization {{ user: "gateway", password: {_q(c["gateway"])} }}
   gateways: [
 {gateway_lines}
   ]

@@ -14,8 +14,9 @@ from mesh.topology import Topology
 
 
 def credentials(secrets: Secrets, user: str) -> tuple[str, str]:
-    """(user, password) for one of the account users: "edge", "control" or "sys"."""
-    return user, getattr(secrets.nats, user)
+    """(user, password) for one of the account users: "edge", "control" or "sys".
+    Raises TopologyError when the secrets file has no password for `user`."""
+    return user, secrets.password(user)
 
 
 class _TlsEofNoise(logging.Filter):

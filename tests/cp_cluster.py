@@ -46,7 +46,9 @@ class ControlPlanes:
         workdir.mkdir(parents=True, exist_ok=True)
         self.topology_file = self.write_topology(topology, "topology.json")
         self.secrets_file = workdir / "secrets.json"
-        write_secrets(secrets, self.secrets_file)
+        write_secrets(secrets.for_role("control"), self.secrets_file)  # a control plane's part
+        self.edge_secrets_file = workdir / "secrets-edge.json"  # for tests that add edges
+        write_secrets(secrets.for_role("edge"), self.edge_secrets_file)
         self.api_key = secrets.api_keys[0]
         self.procs: dict[str, ManagedProcess] = {}
         self.http = httpx.AsyncClient(timeout=5.0)

@@ -85,7 +85,7 @@ class EdgeCluster:
         self.topology_path = data_dir / "topology.json"
         self.secrets_path = data_dir / "secrets.json"
         self.topology_path.write_text(sc.topology.to_json())
-        write_secrets(sc.secrets, self.secrets_path)
+        write_secrets(sc.secrets.for_role("edge"), self.secrets_path)  # an edge's part only
         self.api_key = sc.secrets.api_keys[0]
         self.keys = KeyRing.from_pairs(sc.secrets.api_keys)
         self.edges: dict[str, EdgeProcess] = {}

@@ -39,7 +39,7 @@ class Edges:
     def start(self, region: str) -> None:
         argv = [sys.executable, "-m", "mesh.cli", "edge", "--region", region]
         argv += ["--topology", str(self.planes.topology_file)]
-        argv += ["--secrets", str(self.planes.secrets_file)]
+        argv += ["--secrets", str(self.planes.edge_secrets_file)]
         log = self.planes.workdir / f"{region}-edge{len(self.procs)}.log"
         proc = ManagedProcess(f"edge {region}", argv, log)
         proc.start()

@@ -51,6 +51,10 @@ def _pids(state: dict[str, Any]) -> list[int]:
     return pids
 
 
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
 def test_dev_runs_a_supercluster_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
     proc = _edgemesh(
@@ -73,6 +77,13 @@ def test_dev_runs_a_supercluster_and_ctrl_c_leaves_nothing(tmp_path: Path) -> No
             assert region["edges"], "dev starts one edge per region"
             for edge in region["edges"]:
                 assert httpx.get(edge["url"] + "/readyz").status_code == 200
+        # Each edge and control plane runs from its role's part of the secrets only.
+        for kind, role in (("edge", "edge"), ("control-plane", "control")):
+            part = tmp_path / "d" / f"secrets-{role}.json"
+            assert set(json.loads(part.read_text())["nats"]) == {role}
+            cmdlines = [_cmdline(p) for p in _pids(state)]
+            ours = [c for c in cmdlines if kind in c]
+            assert ours and all(c[c.index("--secrets") + 1] == str(part) for c in ours)
         pids = _pids(state)
         assert all(_alive(p) for p in pids)
         proc.send_signal(signal.SIGINT)

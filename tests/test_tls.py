@@ -67,7 +67,7 @@ async def test_a_plain_text_client_gets_nothing_and_is_closed(
     supercluster: Supercluster, nats_client: NatsClients
 ) -> None:
     s = supercluster.topology.region("eu").nats[0]
-    password = supercluster.secrets.nats.edge
+    password = supercluster.secrets.password("edge")
     with socket.create_connection((s.host, s.client_port), timeout=5) as sock:
         # A client that does not start with TLS: the server never speaks the protocol
         # in clear (no INFO), so such a client never gets to the point of sending its
