@@ -228,15 +228,7 @@ class Publisher:
         window_ms = int(self.settings.duplicate_window_s * 1000)
         try:
             found, answered = await asyncio.wait_for(
-                find_elsewhere(
-                    self._reader,
-                    self.others,
-                    token,
-                    channel,
-                    key,
-                    now_ms - window_ms,
-                    self.settings.dedup_lookbehind,
-                ),
+                self._find(token, channel, key, now_ms - window_ms),
                 self.settings.region_check_timeout_s,
             )
         except (MeshUnavailable, TimeoutError):
@@ -246,6 +238,13 @@ class Publisher:
         if self.on_check is not None:
             self.on_check("found" if found is not None else "clear" if answered else "unanswered")
         return found
+
+    async def _find(
+        self, token: str, channel: str, key: str, since_ms: int
+    ) -> tuple[StoredMessage | None, bool]:
+        return await find_elsewhere(
+            self._reader, self.others, token, channel, key, since_ms, self.settings.dedup_lookbehind
+        )
 
     def _checked(self, p: _Pending) -> None:
         """`p`'s lookup is over (or it had none): acknowledge the copy found elsewhere,

@@ -122,21 +122,24 @@ async def test_only_a_connection_younger_than_the_window_looks(
 
 
 class GatedPublisher(Publisher):
-    """Looks elsewhere only once `gate` is set: a lookup that takes as long as a test needs."""
+    """Looks elsewhere only once `gate` is set: a lookup that takes as long as a test needs
+    (the copies themselves are real)."""
 
     gate: asyncio.Event
 
-    async def _look_elsewhere(
-        self, token: str, channel: str, key: str, now_ms: int
-    ) -> StoredMessage | None:
+    async def _find(
+        self, token: str, channel: str, key: str, since_ms: int
+    ) -> tuple[StoredMessage | None, bool]:
         await self.gate.wait()
-        return await super()._look_elsewhere(token, channel, key, now_ms)
+        return await super()._find(token, channel, key, since_ms)
 
 
 async def test_a_lane_keeps_its_order_while_it_looks_and_others_do_not_wait(
     streams: None, nats_client: NatsClients
 ) -> None:
-    us = GatedPublisher(await nats_client("us"), "us", SETTINGS, others=REGIONS)
+    # a lookup may take up to a minute here: the lane waits for it as long as it takes
+    slow = MeshSettings(region_check_timeout_s=60.0)
+    us = GatedPublisher(await nats_client("us"), "us", slow, others=REGIONS)
     us.gate = asyncio.Event()
     now_ms = int(time.time() * 1000)
     a = Lane(now_ms)
@@ -181,4 +184,32 @@ async def test_a_copy_that_does_not_answer_does_not_stop_the_publish(
     )
     ack = await us.submit(Publication("unanswered", b"1", message_id="u-1"))
     assert ack.serial.startswith("us:") and not ack.duplicate and outcomes == ["unanswered"]
+    await us.close()
+
+
+async def test_a_lookup_past_its_timeout_lets_the_publish_be_stored(
+    streams: None, nats_client: NatsClients
+) -> None:
+    """The boundary of `region_check_timeout_s`: a lookup that answers within it is used;
+    one that does not is given up, and the publish is stored then, not later."""
+    first = await first_in_eu(nats_client, Publication("slow", b"1", message_id="s-1"))
+    timeout = 1.0
+    outcomes: list[str] = []
+    us = GatedPublisher(
+        await nats_client("us"),
+        "us",
+        MeshSettings(region_check_timeout_s=timeout),
+        others=REGIONS,
+        on_check=outcomes.append,
+    )
+    us.gate = asyncio.Event()
+    asyncio.get_running_loop().call_later(timeout / 10, us.gate.set)
+    within = await us.submit(Publication("slow", b"1", message_id="s-1"))
+    assert within.serial == first.serial and within.duplicate and outcomes == ["found"]
+    us.gate = asyncio.Event()  # never set: the lookup does not answer
+    started = time.monotonic()
+    late = await us.submit(Publication("slow", b"1", message_id="s-1"))
+    took = time.monotonic() - started
+    assert late.serial.startswith("us:") and not late.duplicate
+    assert outcomes == ["found", "unanswered"] and timeout <= took < timeout + 1.0
     await us.close()
