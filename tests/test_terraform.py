@@ -6,6 +6,11 @@ the topology the example outputs is one `edgemesh` reads, each NATS node's cloud
 renders exactly the config `edgemesh nats-config` gives, only the client port and DNS
 are open to the world, and secrets appear in no output and no user data.
 
+Least privilege: each kind of node (edge, control plane, NATS server) has its own
+instance role and its own secrets parameter holding only what it needs; the chain from
+each node to the SSM parameters its role may read is followed in the planned
+configuration, and each node's fetch script is run to see what it gets.
+
 TLS: the topology has `tls`, every node fetches its TLS files from SSM to those paths
 (the fetch script of its user data is run here against stand-ins for `aws` and the
 instance metadata), the NATS private keys are SecureStrings only NATS servers may
@@ -46,7 +51,7 @@ from mesh.cli import build_parser
 from mesh.cli import main as edgemesh_main
 from mesh.nats_config import render_nats_config
 from mesh.pki import issue_server_cert, make_ca
-from mesh.secrets import Secrets, generate_secrets, load_secrets
+from mesh.secrets import Role, Secrets, generate_secrets, load_secrets
 from mesh.supercluster import nats_server_binary
 from mesh.topology import Tls, Topology, load_topology
 from tests.terraform_offline import (
@@ -79,6 +84,32 @@ TLS = Tls(
     cert_file="/etc/edgemesh/tls/nats.pem",
     key_file="/etc/edgemesh/tls/nats-key.pem",
 )
+# Kinds of node, as modules/region names their resources: what each one's secrets file
+# must hold (its NATS passwords; whether the API keys) and the suffix of its parameter.
+ROLE_PASSWORDS = {
+    "edge": ("edge",),
+    "control_plane": ("control",),
+    "nats": ("edge", "control", "sys", "route", "gateway"),
+}
+ROLE_API_KEYS = {"edge": True, "control_plane": True, "nats": False}
+# Also edgemesh's name of the role (`edgemesh secrets --for-role`).
+ROLE_PARAMETER_SUFFIX: dict[str, Role] = {
+    "edge": "edge",
+    "control_plane": "control",
+    "nats": "nats",
+}
+# Where the nodes of each kind get their instance profile (the address of the resource
+# in modules/region and the path of the expression), and what waits for their secrets.
+ROLE_PROFILE_EXPRESSION = {
+    "edge": ("aws_launch_template.edge", ("iam_instance_profile", 0, "name")),
+    "control_plane": ("aws_instance.control_plane", ("iam_instance_profile",)),
+    "nats": ("aws_instance.nats", ("iam_instance_profile",)),
+}
+ROLE_STARTER = {
+    "edge": "aws_autoscaling_group.edge",
+    "control_plane": "aws_instance.control_plane",
+    "nats": "aws_instance.nats",
+}
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +164,25 @@ class ExamplePlan:
 def _secrets_var(secrets: Secrets) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(secrets.to_json())
     return data
+
+
+def _role_secrets(example: ExamplePlan, kind: str) -> dict[str, Any]:
+    """The secrets JSON a node of `kind` must get: its passwords, the API keys or none."""
+    full = _secrets_var(example.secrets)
+    return {
+        "nats": {user: full["nats"][user] for user in ROLE_PASSWORDS[kind]},
+        "api_keys": full["api_keys"] if ROLE_API_KEYS[kind] else [],
+    }
+
+
+def _node_kind(resource: dict[str, Any]) -> str:
+    """edge, control_plane or nats: the kind of node a planned resource starts."""
+    kinds = {
+        ("aws_launch_template", "edge"): "edge",
+        ("aws_instance", "control_plane"): "control_plane",
+        ("aws_instance", "nats"): "nats",
+    }
+    return kinds[(resource["type"], resource["name"])]
 
 
 def _offline_override(aliases: tuple[str | None, ...], addresses: dict[str, Any] | None) -> str:
@@ -295,7 +345,7 @@ def test_nats_nodes_render_the_config_edgemesh_gives(
     assert len(nodes) == 3 * len(example.topology.regions)
     parameters = {
         _region_of(p): p["change"]["after"]
-        for p in example.plan.resources("aws_ssm_parameter", "secrets")
+        for p in example.plan.resources("aws_ssm_parameter", "secrets_nats")
     }
     checked_with_nats_server = False
     for node in nodes:
@@ -306,12 +356,16 @@ def test_nats_nodes_render_the_config_edgemesh_gives(
         files = _files(doc)
         assert json.loads(files[TOPOLOGY_PATH]) == json.loads(example.plan.output("topology"))
 
-        # The node's secrets file is the SSM parameter's value, fetched at boot.
+        # The node's secrets file is the NATS servers' SSM parameter's value, fetched at
+        # boot: every NATS password, no API key; enough for the whole config.
         parameter = parameters[region]
         assert parameter["type"] == "SecureString"
+        assert parameter["name"] == f"/edgemesh/{region}/secrets/nats"
         assert parameter["name"] in files["/usr/local/libexec/edgemesh/fetch-secrets"]
         (tmp_path / "secrets.json").write_text(parameter["value"])
-        assert load_secrets(tmp_path / "secrets.json") == example.secrets
+        loaded = load_secrets(tmp_path / "secrets.json")
+        assert loaded.nats == example.secrets.nats
+        assert loaded.api_keys == ()
         (tmp_path / "topology.json").write_text(files[TOPOLOGY_PATH])
 
         [line] = [ln for ln in files[RENDER_SCRIPT].splitlines() if " nats-config " in ln]
@@ -397,10 +451,13 @@ def test_nats_certificates_name_every_host_they_are_dialled_at(example: ExampleP
         assert f"certificate of {s.name}\nDNS:{','.join(names[s.name]['dns_names'])}\n" in cert
 
 
-def _tls_parameters(example: ExamplePlan) -> dict[str, dict[str, Any]]:
+def _node_parameters(example: ExamplePlan) -> dict[str, dict[str, Any]]:
+    """Every SSM parameter a node may fetch (secrets and TLS files), by name."""
+    secrets = ("secrets_edge", "secrets_control_plane", "secrets_nats")
+    names = (*secrets, "tls_ca", "nats_cert", "nats_key")
     return {
         p["change"]["after"]["name"]: p
-        for name in ("secrets", "tls_ca", "nats_cert", "nats_key")
+        for name in names
         for p in example.plan.resources("aws_ssm_parameter", name)
     }
 
@@ -443,12 +500,14 @@ def _run_fetch_secrets(
 
 
 def test_nodes_fetch_their_tls_files_from_ssm(example: ExamplePlan, tmp_path: Path) -> None:
-    """Each node's fetch-secrets (run before every start) puts the CA
-    certificate at the topology's ca_file; a NATS server also its own certificate and
-    key at cert_file and key_file, the key 0600 and owned by edgemesh. Edges and
-    control planes fetch no certificate or key."""
+    """Each node's fetch-secrets (run before every start) puts its role's secrets
+    parameter at the secrets path (0600) and the CA certificate at the topology's
+    ca_file; a NATS server also its own certificate and key at cert_file and key_file,
+    the key 0600 and owned by edgemesh. Edges and control planes fetch no certificate or
+    key. Every parameter a node fetches is one its instance role may read."""
     assert example.topology.tls == TLS
-    parameters = _tls_parameters(example)
+    parameters = _node_parameters(example)
+    readable = _readable_parameters(example)
     values = {n: p["change"]["after"]["value"] for n, p in parameters.items()}
     types = {n: p["change"]["after"]["type"] for n, p in parameters.items()}
     nodes = [
@@ -466,19 +525,29 @@ def test_nodes_fetch_their_tls_files_from_ssm(example: ExamplePlan, tmp_path: Pa
         gets, chowns = _run_fetch_secrets(
             _files(_cloud_init(user_data))[FETCH_SECRETS], values, root
         )
+        kind = _node_kind(resource)
+        assert set(gets) <= readable[(region, kind)], (resource["address"], gets)
+        # Its role's secrets, and nothing else, where the services read them.
+        secrets_parameter = f"{prefix}/secrets/{ROLE_PARAMETER_SUFFIX[kind]}"
+        assert gets[0] == secrets_parameter
+        secrets_file = root / SECRETS_PATH.lstrip("/")
+        assert secrets_file.read_text() == values[secrets_parameter] + "\n"
+        assert json.loads(secrets_file.read_text()) == _role_secrets(example, kind)
+        assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+        assert types[secrets_parameter] == "SecureString"
         ca = root / TLS.ca_file.lstrip("/")
         assert ca.read_text() == values[f"{prefix}/tls/ca.pem"] + "\n"
         assert stat.S_IMODE(ca.stat().st_mode) == 0o644
         assert types[f"{prefix}/tls/ca.pem"] == "String"
         cert = root / TLS.cert_file.lstrip("/")
         key = root / TLS.key_file.lstrip("/")
-        if resource["type"] != "aws_instance" or resource["name"] != "nats":
-            assert gets == [f"{prefix}/secrets", f"{prefix}/tls/ca.pem"]
+        if kind != "nats":
+            assert gets == [secrets_parameter, f"{prefix}/tls/ca.pem"]
             assert not cert.exists() and not key.exists()
             continue
         server = resource["index"] + 1
         assert gets == [
-            f"{prefix}/secrets",
+            secrets_parameter,
             f"{prefix}/tls/ca.pem",
             f"{prefix}/tls/nats-{server}.pem",
             f"{prefix}/tls/nats-{server}-key.pem",
@@ -494,51 +563,203 @@ def test_nodes_fetch_their_tls_files_from_ssm(example: ExamplePlan, tmp_path: Pa
         assert f"edgemesh:edgemesh {key}.new" in chowns
 
 
-def test_only_nats_servers_may_read_their_keys(example: ExamplePlan) -> None:
-    """Two instance roles per region: NATS servers' may read the secrets, the CA
-    certificate and the servers' certificates and keys; the edges' and control plane's
-    only the secrets and the CA certificate."""
+def _region_modules(example: ExamplePlan) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per region: the region module's address in the plan and its configuration."""
     calls = example.plan.data["configuration"]["root_module"]["module_calls"]
-    modules = (
-        [calls[n]["module"] for n in example.topology.names]
-        if example.name == "multi-region"
-        else [calls["region"]["module"]]
-    )
-    parameters = {"aws_ssm_parameter.secrets", "aws_ssm_parameter.tls_ca"}
-    server_files = {"aws_ssm_parameter.nats_cert", "aws_ssm_parameter.nats_key"}
-    for m in modules:
-        # What each role's policy document may read (ARNs are unknown before apply).
-        readable = {}
-        for role in ("node", "nats"):
-            [doc] = [
-                r for r in m["resources"] if r["address"] == f"data.aws_iam_policy_document.{role}"
-            ]
-            [statement] = doc["expressions"]["statement"]
-            assert statement["actions"]["constant_value"] == ["ssm:GetParameter"]
-            readable[role] = {
-                ref for ref in statement["resources"]["references"] if ref.count(".") == 1
+    if example.name == "multi-region":
+        return {n: (f"module.{n}", calls[n]["module"]) for n in example.topology.names}
+    [name] = example.topology.names
+    return {name: ("module.region", calls["region"]["module"])}
+
+
+def _object(reference: str) -> str:
+    """The resource or data source a reference names (its attribute dropped)."""
+    parts = reference.split(".")
+    return ".".join(parts[: 3 if parts[0] == "data" else 2])
+
+
+@dataclass
+class RoleChain:
+    """How a kind of node reaches SSM, as configured in a region module."""
+
+    profile: str
+    role: str
+    policies: set[str]  # inline policies of the role
+    attachments: set[str]  # managed policy attachments of the role
+    parameters: set[str]  # the aws_ssm_parameter resources its policies name
+    parameter_names: set[str]  # their planned names
+
+
+def _objects(resources: dict[str, Any], address: str, *path: str | int) -> set[str]:
+    """What an expression of a configured resource refers to (resources and data)."""
+    expr: Any = resources[address]["expressions"]
+    for step in path:
+        expr = expr[step]
+    return {_object(ref) for ref in expr.get("references", [])}
+
+
+def _attached_to(resources: dict[str, Any], type_: str, role: str) -> set[str]:
+    """The configured resources of `type_` whose `role` is `role`."""
+    return {
+        a
+        for a, r in resources.items()
+        if r["type"] == type_ and _objects(resources, a, "role") == {role}
+    }
+
+
+def _role_chains(example: ExamplePlan) -> dict[tuple[str, str], RoleChain]:
+    """Per (region, kind of node): node -> instance profile -> role -> its policies ->
+    policy documents -> SSM parameters -> the parameters' planned names."""
+    chains = {}
+    for region, (address, m) in _region_modules(example).items():
+        resources = {r["address"]: r for r in m["resources"]}
+        for kind, (node, path) in ROLE_PROFILE_EXPRESSION.items():
+            [profile] = _objects(resources, node, *path)
+            [role] = _objects(resources, profile, "role")
+            policies = _attached_to(resources, "aws_iam_role_policy", role)
+            parameters: set[str] = set()
+            for policy in policies:
+                docs = {
+                    d
+                    for d in _objects(resources, policy, "policy")
+                    if d.startswith("data.aws_iam_policy_document.")
+                }
+                # The one policy not built from a document is the GeoIP object's
+                # (jsonencode; its planned text is checked with the GeoIP database).
+                assert docs or policy == "aws_iam_role_policy.geoip", policy
+                for doc in docs:
+                    [statement] = resources[doc]["expressions"]["statement"]
+                    # Allow (the default), GetParameter, on these resources: nothing else.
+                    assert set(statement) == {"actions", "resources"}, doc
+                    assert statement["actions"]["constant_value"] == ["ssm:GetParameter"]
+                    parameters |= _objects(resources, doc, "statement", 0, "resources")
+            assert all(p.startswith("aws_ssm_parameter.") for p in parameters), parameters
+            names = {
+                r["change"]["after"]["name"]
+                for p in parameters
+                for r in example.plan.resources(*p.split("."))
+                if r["module_address"] == address
             }
-        assert readable == {"node": parameters, "nats": parameters | server_files}
-        profiles = {
-            r["address"]: r["expressions"]["iam_instance_profile"]["references"][0]
-            for r in m["resources"]
-            if r["address"] in ("aws_instance.nats", "aws_instance.control_plane")
+            chains[(region, kind)] = RoleChain(
+                profile,
+                role,
+                policies,
+                _attached_to(resources, "aws_iam_role_policy_attachment", role),
+                parameters,
+                names,
+            )
+    return chains
+
+
+def _readable_parameters(example: ExamplePlan) -> dict[tuple[str, str], set[str]]:
+    return {k: c.parameter_names for k, c in _role_chains(example).items()}
+
+
+def test_each_kind_of_node_has_its_own_role_reading_only_its_parameters(
+    example: ExamplePlan,
+) -> None:
+    """Edges, the control plane and NATS servers each have their own instance profile
+    and role. The edges' role may read the edges' secrets and the CA certificate; the
+    control plane's the control plane's secrets, the CA certificate (and the GeoIP
+    object, its own policy); the NATS servers' the NATS servers' secrets, the CA
+    certificate and the servers' certificates and keys. Nothing else."""
+    chains = _role_chains(example)
+    assert {region for region, _ in chains} == set(example.topology.names)
+    for region in example.topology.names:
+        prefix = f"/edgemesh/{region}"
+        by_kind = {kind: chains[(region, kind)] for kind in ROLE_PASSWORDS}
+        # Three profiles, three roles: no two kinds of node share one.
+        assert len({c.profile for c in by_kind.values()}) == 3
+        assert len({c.role for c in by_kind.values()}) == 3
+        servers = len(example.topology.region(region).nats)
+        server_files = {
+            f"{prefix}/tls/nats-{k}{suffix}.pem"
+            for k in range(1, servers + 1)
+            for suffix in ("", "-key")
         }
-        assert profiles == {
-            "aws_instance.nats": "aws_iam_instance_profile.nats.name",
-            "aws_instance.control_plane": "aws_iam_instance_profile.node.name",
+        assert {kind: c.parameter_names for kind, c in by_kind.items()} == {
+            "edge": {f"{prefix}/secrets/edge", f"{prefix}/tls/ca.pem"},
+            "control_plane": {f"{prefix}/secrets/control", f"{prefix}/tls/ca.pem"},
+            "nats": {f"{prefix}/secrets/nats", f"{prefix}/tls/ca.pem"} | server_files,
         }
-        [lt] = [r for r in m["resources"] if r["address"] == "aws_launch_template.edge"]
-        profile_block = lt["expressions"]["iam_instance_profile"][0]
-        assert profile_block["name"]["references"][0] == "aws_iam_instance_profile.node.name"
-    # Both roles (two per region) may be reached by SSM Session Manager, nothing more.
-    roles = 2 * len(example.topology.regions)
+        # Besides reading SSM, only the control plane's role has a policy: the GeoIP
+        # database's (planned only with geoip_db_s3_uri, checked below).
+        assert {kind: len(c.policies) for kind, c in by_kind.items()} == {
+            "edge": 1,
+            "control_plane": 2,
+            "nats": 1,
+        }
+        assert "aws_iam_role_policy.geoip" in by_kind["control_plane"].policies
+        # And each may be reached by SSM Session Manager (one attachment each).
+        assert all(len(c.attachments) == 1 for c in by_kind.values())
+        # What starts the nodes waits for their parameters and their role's policies.
+        _, m = _region_modules(example)[region]
+        resources = {r["address"]: r for r in m["resources"]}
+        for kind, chain in by_kind.items():
+            depends_on = set(resources[ROLE_STARTER[kind]]["depends_on"])
+            assert depends_on == chain.parameters | chain.policies, kind
+    # Three roles per region, each with AmazonSSMManagedInstanceCore and nothing more.
+    roles = 3 * len(example.topology.regions)
     assert len(example.plan.resources("aws_iam_role")) == roles
+    assert len(example.plan.resources("aws_iam_instance_profile")) == roles
     attached = [
         r["change"]["after"]["policy_arn"].rsplit("/", 1)[1]
         for r in example.plan.resources("aws_iam_role_policy_attachment")
     ]
     assert attached == ["AmazonSSMManagedInstanceCore"] * roles
+
+
+def test_each_roles_secrets_parameter_holds_only_what_it_needs(
+    example: ExamplePlan, tmp_path: Path
+) -> None:
+    """Per region three SecureStrings and no other parameter holding a secret: the
+    edges' (the edge password, the API keys), the control plane's (the control
+    password, the API keys) and the NATS servers' (every password, no API key). Each
+    is what `edgemesh secrets --for-role` cuts for that role, and what the role's
+    component accepts at start-up."""
+    full = _secrets_var(example.secrets)
+    secrets = {f"nats.{user}": password for user, password in full["nats"].items()}
+    secrets |= {f"api_keys[{i}]": k.split(":", 1)[1] for i, k in enumerate(full["api_keys"])}
+    holding = [
+        p["change"]
+        for p in example.plan.resources("aws_ssm_parameter")
+        if any(v in p["change"]["after"]["value"] for v in secrets.values())
+    ]
+    by_name = {c["after"]["name"]: c for c in holding}
+    assert len(by_name) == len(holding)
+    kind_of = {suffix: kind for kind, suffix in ROLE_PARAMETER_SUFFIX.items()}
+    assert set(by_name) == {
+        f"/edgemesh/{r}/secrets/{suffix}" for r in example.topology.names for suffix in kind_of
+    }
+    for region in example.topology.names:
+        settings = []
+        for suffix, kind in kind_of.items():
+            change = by_name[f"/edgemesh/{region}/secrets/{suffix}"]
+            after = change["after"]
+            assert after["tags"]["edgemesh:region"] == region
+            assert after["type"] == "SecureString"
+            value = json.loads(after["value"])
+            assert value == _role_secrets(example, kind)
+            role = ROLE_PARAMETER_SUFFIX[kind]
+            assert value == json.loads(example.secrets.for_role(role).to_json())
+            (tmp_path / "secrets.json").write_text(after["value"])
+            loaded = load_secrets(tmp_path / "secrets.json")
+            loaded.require(role)  # what the component checks before it starts
+            assert loaded == example.secrets.for_role(role)
+            # Spelled out: exactly these passwords, and API keys only where needed.
+            assert sorted(value["nats"]) == sorted(ROLE_PASSWORDS[kind])
+            assert bool(value["api_keys"]) is ROLE_API_KEYS[kind]
+            allowed = {f"nats.{u}" for u in ROLE_PASSWORDS[kind]}
+            allowed |= (
+                {k for k in secrets if k.startswith("api_keys")} if ROLE_API_KEYS[kind] else set()
+            )
+            for label, secret in secrets.items():
+                assert (secret in after["value"]) is (label in allowed), (after["name"], label)
+            # The same SecureString settings (tier, the default KMS key) for all three.
+            others = {k: v for k, v in after.items() if k not in ("name", "value", "description")}
+            settings.append((others, change["after_unknown"], change["after_sensitive"]))
+        assert settings[0] == settings[1] == settings[2]
+        assert settings[0][1]["key_id"] is True  # no key given: AWS's default for SSM
 
 
 def test_edges_and_control_plane_run_their_commands(example: ExamplePlan) -> None:
@@ -651,7 +872,10 @@ def test_control_planes_get_the_operators_geoip_database(example: ExamplePlan) -
     for doc in others:
         assert FETCH_GEOIP not in _files(doc)
         assert not any("--geoip-db" in argv for argv in _unit_lines(doc, "ExecStart"))
-    # The instance role may read that one object, in every region, and nothing else in S3.
+    # The control plane's instance role may read that one object, in every region, and
+    # nothing else in S3; no other role may.
+    for (_, kind), chain in _role_chains(example).items():
+        assert ("aws_iam_role_policy.geoip" in chain.policies) is (kind == "control_plane")
     if example.geoip_db_s3_uri is None:
         assert policies == []
         return

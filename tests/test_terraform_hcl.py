@@ -1,7 +1,8 @@
 """Static checks of the Terraform sources (python-hcl2) that `terraform validate` skips:
 module conventions, typed and described variables, no provider configuration in
-modules, sensitive secrets, no arguments that newer AWS providers removed, and no
-world-open port besides the client port and DNS whatever the topology says.
+modules, sensitive secrets, each role's secrets parameter reading only its fields of
+them, no arguments that newer AWS providers removed, and no world-open port besides the
+client port and DNS whatever the topology says.
 
 Also the NATS PKI's tls_* resources (modules/pki/tls.tf), which the offline terraform
 runs cannot load (no registry here ships the tls provider, see tests/terraform_offline.py):
@@ -147,6 +148,49 @@ def test_security_groups_open_only_the_client_port_and_dns_to_the_world() -> Non
                 assert "ingress" not in body and "egress" not in body, name
             if type_ == "aws_security_group_rule" and "local.anywhere" in str(body):
                 assert _unquote(body["type"]) == "egress", name
+
+
+def test_each_roles_secrets_parameter_reads_only_its_fields() -> None:
+    """In the region module only the three per-role SSM parameters read var.secrets
+    (besides its validations), each only its role's fields: the edges' the edge password
+    and the API keys, the control plane's the control password and the API keys, the
+    NATS servers' every password and no API key. The plan's values are checked in
+    tests/test_terraform.py."""
+    region = TREE / "modules" / "region"
+    read = {}
+    for f in sorted(region.glob("*.tf")):
+        doc = hcl2.loads(f.read_text())
+        for kind, blocks in doc.items():
+            if kind in ("variable", "__comments__") or "var.secrets" not in str(blocks):
+                continue
+            assert kind == "resource", f"{f.name}: a {kind} block reads var.secrets"
+        for type_, name, body in _resources(f):
+            fields = set(re.findall(r"\bvar\.secrets((?:\.[a-z_]+)*)", str(body)))
+            if fields:
+                read[(type_, name)] = fields
+    passwords = {f".nats.{u}" for u in ("edge", "control", "sys", "route", "gateway")}
+    assert read == {
+        ("aws_ssm_parameter", "secrets_edge"): {".nats.edge", ".api_keys"},
+        ("aws_ssm_parameter", "secrets_control_plane"): {".nats.control", ".api_keys"},
+        ("aws_ssm_parameter", "secrets_nats"): passwords,
+    }
+    # Elsewhere the secrets only go, whole, to region modules (the examples' calls).
+    secrets = re.compile(r"\bvar\.secrets\b(?!_)")
+    for f in sorted(TREE.rglob("*.tf")):
+        if f.parent == region:
+            continue
+        doc = hcl2.loads(f.read_text())
+        for kind, blocks in doc.items():
+            if kind in ("variable", "__comments__") or not secrets.search(str(blocks)):
+                continue
+            assert kind == "module", f"{f.relative_to(TREE)}: a {kind} block reads var.secrets"
+            for block in blocks:
+                for name, body in block.items():
+                    if secrets.search(str(body)):
+                        assert _unquote(body["source"]) == "../../modules/region", name
+                        assert body["secrets"] == "${var.secrets}", name
+                        rest = {k: v for k, v in body.items() if k != "secrets"}
+                        assert not secrets.search(str(rest)), name
 
 
 # -- the NATS PKI ------------------------------------------------------------------------

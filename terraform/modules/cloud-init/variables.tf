@@ -71,13 +71,17 @@ variable "edgemesh_version" {
   }
 }
 
-variable "secrets_parameter_name" {
-  description = "Name of the SSM SecureString parameter that holds the secrets JSON (mesh/secrets.py); nodes fetch it at every service start, so it never appears in user data."
-  type        = string
+variable "secrets_parameter_names" {
+  description = "Per role, the name of the SSM SecureString parameter that holds that role's secrets JSON (mesh/secrets.py, only the fields the role needs): edge, control_plane, nats. Each node fetches its role's parameter to /etc/edgemesh/secrets.json at every service start, so no secret appears in user data."
+  type = object({
+    edge          = string
+    control_plane = string
+    nats          = string
+  })
 
   validation {
-    condition     = can(regex("^/[A-Za-z0-9_./-]{1,1000}$", var.secrets_parameter_name))
-    error_message = "The secrets_parameter_name must be an absolute SSM parameter path of A-Z a-z 0-9 _ . - /."
+    condition     = alltrue([for n in values(var.secrets_parameter_names) : can(regex("^/[A-Za-z0-9_./-]{1,1000}$", n))])
+    error_message = "Every secrets parameter name must be an absolute SSM parameter path of A-Z a-z 0-9 _ . - /."
   }
 }
 

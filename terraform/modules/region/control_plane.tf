@@ -14,7 +14,7 @@ resource "aws_instance" "control_plane" {
   subnet_id              = aws_subnet.public[0].id
   private_ip             = local.control_plane.dns_host
   vpc_security_group_ids = [aws_security_group.control_plane.id]
-  iam_instance_profile   = aws_iam_instance_profile.node.name
+  iam_instance_profile   = aws_iam_instance_profile.control_plane.name
   user_data_base64       = base64gzip(module.cloud_init.control_plane)
 
   metadata_options {
@@ -27,9 +27,9 @@ resource "aws_instance" "control_plane" {
     encrypted   = true
   }
 
-  # The node reads the secrets and the CA certificate (and the GeoIP database, if any)
-  # at boot.
-  depends_on = [aws_ssm_parameter.secrets, aws_ssm_parameter.tls_ca, aws_iam_role_policy.node, aws_iam_role_policy.geoip]
+  # The node reads the control plane's secrets and the CA certificate (and the GeoIP
+  # database, if any) at boot.
+  depends_on = [aws_ssm_parameter.secrets_control_plane, aws_ssm_parameter.tls_ca, aws_iam_role_policy.control_plane, aws_iam_role_policy.geoip]
 
   tags = merge(local.tags, { Name = "${local.name}-cp", "edgemesh:role" = "control-plane" })
 

@@ -69,7 +69,7 @@ resource "aws_launch_template" "edge" {
   update_default_version = true
 
   iam_instance_profile {
-    name = aws_iam_instance_profile.node.name
+    name = aws_iam_instance_profile.edge.name
   }
 
   metadata_options {
@@ -108,8 +108,8 @@ resource "aws_autoscaling_group" "edge" {
     }
   }
 
-  # The node reads the secrets and the CA certificate at boot.
-  depends_on = [aws_ssm_parameter.secrets, aws_ssm_parameter.tls_ca, aws_iam_role_policy.node]
+  # The node reads the edges' secrets and the CA certificate at boot.
+  depends_on = [aws_ssm_parameter.secrets_edge, aws_ssm_parameter.tls_ca, aws_iam_role_policy.edge]
 
   dynamic "tag" {
     for_each = local.tags

@@ -28,8 +28,18 @@ locals {
   name = "${var.name}-${var.region}"
   tags = merge(var.tags, { "edgemesh:region" = var.region })
 
-  secrets_parameter_name = "/${var.name}/${var.region}/secrets"
-  ami_id                 = var.ami_id != null ? var.ami_id : data.aws_ami.al2023[0].id
+  # Secrets, one SSM parameter per role, each holding only what that role needs (the
+  # secrets JSON of mesh/secrets.py, fields it does not need left out): edges and control
+  # planes their own NATS password and the API keys; NATS servers every NATS password
+  # (their config lists each user and the route and gateway auth) and no API key.
+  secrets_parameter_prefix = "/${var.name}/${var.region}/secrets"
+  secrets_parameter_names = {
+    edge          = "${local.secrets_parameter_prefix}/edge"
+    control_plane = "${local.secrets_parameter_prefix}/control"
+    nats          = "${local.secrets_parameter_prefix}/nats"
+  }
+
+  ami_id = var.ami_id != null ? var.ami_id : data.aws_ami.al2023[0].id
 
   # NATS TLS (the topology's tls): SSM parameters named like the files on the hosts.
   tls_enabled = var.topology.tls != null
@@ -70,22 +80,54 @@ module "cloud_init" {
   topology                 = var.topology
   region                   = var.region
   edgemesh_version         = var.edgemesh_version
-  secrets_parameter_name   = local.secrets_parameter_name
+  secrets_parameter_names  = local.secrets_parameter_names
   geoip_db_s3_uri          = var.geoip_db_s3_uri
   tls_ca_parameter_name    = local.tls_parameter_names.ca
   nats_tls_parameter_names = local.tls_parameter_names.nats
 }
 
 ################################################################################
-# Secrets: in SSM Parameter Store, fetched by the nodes, never in user data
+# Secrets: in SSM Parameter Store, one SecureString per role, fetched by the nodes
+# of that role only (each role's instance role may read its own), never in user data
 ################################################################################
 
-resource "aws_ssm_parameter" "secrets" {
-  name        = local.secrets_parameter_name
-  description = "edgemesh secrets of region ${var.region} (NATS credentials, API keys)"
+resource "aws_ssm_parameter" "secrets_edge" {
+  name        = local.secrets_parameter_names.edge
+  description = "edgemesh secrets of the edges of region ${var.region} (the edge NATS password, API keys)"
   type        = "SecureString"
-  value       = jsonencode(var.secrets)
-  tags        = local.tags
+  value = jsonencode({
+    nats     = { edge = var.secrets.nats.edge }
+    api_keys = var.secrets.api_keys
+  })
+  tags = local.tags
+}
+
+resource "aws_ssm_parameter" "secrets_control_plane" {
+  name        = local.secrets_parameter_names.control_plane
+  description = "edgemesh secrets of the control plane of region ${var.region} (the control NATS password, API keys)"
+  type        = "SecureString"
+  value = jsonencode({
+    nats     = { control = var.secrets.nats.control }
+    api_keys = var.secrets.api_keys
+  })
+  tags = local.tags
+}
+
+resource "aws_ssm_parameter" "secrets_nats" {
+  name        = local.secrets_parameter_names.nats
+  description = "edgemesh secrets of the NATS servers of region ${var.region} (every NATS password, no API key)"
+  type        = "SecureString"
+  value = jsonencode({
+    nats = {
+      edge    = var.secrets.nats.edge
+      control = var.secrets.nats.control
+      sys     = var.secrets.nats.sys
+      route   = var.secrets.nats.route
+      gateway = var.secrets.nats.gateway
+    }
+    api_keys = []
+  })
+  tags = local.tags
 }
 
 # NATS TLS, fetched with the secrets to the topology's tls paths: the CA certificate
@@ -122,9 +164,10 @@ resource "aws_ssm_parameter" "nats_key" {
 }
 
 ################################################################################
-# Instance roles: read the secrets parameter (and TLS files), be reachable by SSM
-# Session Manager. NATS servers have their own role: only they may read the NATS
-# servers' private keys, not the internet-facing edges or the control plane.
+# Instance roles, one per kind of node: each may read its own secrets parameter and
+# the TLS files it needs, and be reached by SSM Session Manager. Only NATS servers may
+# read the route, gateway and sys passwords and the servers' private keys; only the
+# control plane may read the GeoIP database.
 ################################################################################
 
 data "aws_iam_policy_document" "assume" {
@@ -138,20 +181,29 @@ data "aws_iam_policy_document" "assume" {
   }
 }
 
-# Edges and the control plane: the secrets and the CA certificate.
-data "aws_iam_policy_document" "node" {
+# Edges: their secrets and the CA certificate.
+data "aws_iam_policy_document" "edge" {
   statement {
     actions   = ["ssm:GetParameter"]
-    resources = concat([aws_ssm_parameter.secrets.arn], aws_ssm_parameter.tls_ca[*].arn)
+    resources = concat([aws_ssm_parameter.secrets_edge.arn], aws_ssm_parameter.tls_ca[*].arn)
   }
 }
 
-# NATS servers: the same, and the region's server certificates and keys.
+# The control plane: its secrets and the CA certificate (and the GeoIP database, below).
+data "aws_iam_policy_document" "control_plane" {
+  statement {
+    actions   = ["ssm:GetParameter"]
+    resources = concat([aws_ssm_parameter.secrets_control_plane.arn], aws_ssm_parameter.tls_ca[*].arn)
+  }
+}
+
+# NATS servers: their secrets, the CA certificate and the region's server certificates
+# and keys.
 data "aws_iam_policy_document" "nats" {
   statement {
     actions = ["ssm:GetParameter"]
     resources = concat(
-      [aws_ssm_parameter.secrets.arn],
+      [aws_ssm_parameter.secrets_nats.arn],
       aws_ssm_parameter.tls_ca[*].arn,
       aws_ssm_parameter.nats_cert[*].arn,
       aws_ssm_parameter.nats_key[*].arn,
@@ -159,16 +211,43 @@ data "aws_iam_policy_document" "nats" {
   }
 }
 
-resource "aws_iam_role" "node" {
-  name_prefix        = "${substr(local.name, 0, 26)}-"
+# -- edges ---------------------------------------------------------------------------
+
+resource "aws_iam_role" "edge" {
+  name_prefix        = "${substr(local.name, 0, 21)}-edge-"
   assume_role_policy = data.aws_iam_policy_document.assume.json
   tags               = local.tags
 }
 
-resource "aws_iam_role_policy" "node" {
+resource "aws_iam_role_policy" "edge" {
   name   = "read-edgemesh-secrets"
-  role   = aws_iam_role.node.id
-  policy = data.aws_iam_policy_document.node.json
+  role   = aws_iam_role.edge.id
+  policy = data.aws_iam_policy_document.edge.json
+}
+
+resource "aws_iam_role_policy_attachment" "edge_ssm" {
+  role       = aws_iam_role.edge.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}
+
+resource "aws_iam_instance_profile" "edge" {
+  name_prefix = "${substr(local.name, 0, 21)}-edge-"
+  role        = aws_iam_role.edge.name
+  tags        = local.tags
+}
+
+# -- the control plane ---------------------------------------------------------------
+
+resource "aws_iam_role" "control_plane" {
+  name_prefix        = "${substr(local.name, 0, 23)}-cp-"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = local.tags
+}
+
+resource "aws_iam_role_policy" "control_plane" {
+  name   = "read-edgemesh-secrets"
+  role   = aws_iam_role.control_plane.id
+  policy = data.aws_iam_policy_document.control_plane.json
 }
 
 # The operator's MaxMind City database, fetched by the control plane: that one object.
@@ -176,7 +255,7 @@ resource "aws_iam_role_policy" "geoip" {
   count = var.geoip_db_s3_uri == null ? 0 : 1
 
   name = "read-edgemesh-geoip-db"
-  role = aws_iam_role.node.id
+  role = aws_iam_role.control_plane.id
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [{
@@ -187,16 +266,18 @@ resource "aws_iam_role_policy" "geoip" {
   })
 }
 
-resource "aws_iam_role_policy_attachment" "ssm" {
-  role       = aws_iam_role.node.name
+resource "aws_iam_role_policy_attachment" "control_plane_ssm" {
+  role       = aws_iam_role.control_plane.name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
-resource "aws_iam_instance_profile" "node" {
-  name_prefix = "${substr(local.name, 0, 26)}-"
-  role        = aws_iam_role.node.name
+resource "aws_iam_instance_profile" "control_plane" {
+  name_prefix = "${substr(local.name, 0, 23)}-cp-"
+  role        = aws_iam_role.control_plane.name
   tags        = local.tags
 }
+
+# -- NATS servers --------------------------------------------------------------------
 
 resource "aws_iam_role" "nats" {
   name_prefix        = "${substr(local.name, 0, 21)}-nats-"

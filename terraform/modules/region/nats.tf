@@ -31,8 +31,8 @@ resource "aws_instance" "nats" {
     encrypted   = true
   }
 
-  # The node reads the secrets and its TLS files at boot.
-  depends_on = [aws_ssm_parameter.secrets, aws_ssm_parameter.tls_ca, aws_ssm_parameter.nats_cert, aws_ssm_parameter.nats_key, aws_iam_role_policy.nats]
+  # The node reads the NATS servers' secrets and its TLS files at boot.
+  depends_on = [aws_ssm_parameter.secrets_nats, aws_ssm_parameter.tls_ca, aws_ssm_parameter.nats_cert, aws_ssm_parameter.nats_key, aws_iam_role_policy.nats]
 
   tags = merge(local.tags, { Name = local.nats_servers[count.index].name, "edgemesh:role" = "nats" })
 

@@ -68,9 +68,22 @@ output "dns_server_addresses" {
   value       = [aws_eip.control_plane.public_ip]
 }
 
-output "secrets_parameter_name" {
-  description = "Name of the SSM SecureString parameter holding the secrets (the value is never output)."
-  value       = aws_ssm_parameter.secrets.name
+output "secrets_parameter_names" {
+  description = "Names of the SSM SecureString parameters holding each role's secrets (values are never output): edge (the edge NATS password and the API keys), control_plane (the control NATS password and the API keys), nats (every NATS password, no API key)."
+  value = {
+    edge          = aws_ssm_parameter.secrets_edge.name
+    control_plane = aws_ssm_parameter.secrets_control_plane.name
+    nats          = aws_ssm_parameter.secrets_nats.name
+  }
+}
+
+output "instance_role_names" {
+  description = "Names of the IAM roles of the edges, the control plane and the NATS servers (e.g. to grant the control plane's role kms:Decrypt on a GeoIP bucket's key)."
+  value = {
+    edge          = aws_iam_role.edge.name
+    control_plane = aws_iam_role.control_plane.name
+    nats          = aws_iam_role.nats.name
+  }
 }
 
 output "dns_records" {

@@ -86,7 +86,7 @@ variable "edgemesh_version" {
 }
 
 variable "secrets" {
-  description = "The deployment's secrets in the shape of mesh/secrets.py: NATS passwords per user (edge, control, sys, route, gateway) and API keys KEY_ID:SECRET. Stored as an SSM SecureString; never in user data or outputs."
+  description = "The deployment's secrets in the shape of mesh/secrets.py: NATS passwords per user (edge, control, sys, route, gateway) and API keys KEY_ID:SECRET. Stored as three SSM SecureStrings, one per role with only what it needs (edges: the edge password and the API keys; the control plane: the control password and the API keys; NATS servers: every password, no API key); never in user data or outputs."
   type = object({
     nats = object({
       edge    = string
@@ -315,7 +315,7 @@ variable "control_plane_instance_type" {
 }
 
 variable "geoip_db_s3_uri" {
-  description = "S3 URI (s3://BUCKET/KEY.mmdb) of a MaxMind City database the operator uploaded (a licence is needed; none ships with edgemesh). The edges' and control plane's instance role may read that one object; the control plane fetches it before every start and runs with --geoip-db. Null: no database, and geo-DNS sends every client to the topology's default region."
+  description = "S3 URI (s3://BUCKET/KEY.mmdb) of a MaxMind City database the operator uploaded (a licence is needed; none ships with edgemesh). The control plane's instance role (not the edges' or the NATS servers') may read that one object; the control plane fetches it before every start and runs with --geoip-db. Null: no database, and geo-DNS sends every client to the topology's default region."
   type        = string
   default     = null
 
