@@ -1,7 +1,7 @@
 """Fan-out benchmark: 1 publisher, N subscribers on two regions' edges, fixed publish rates.
 
     python bench/fanout.py [--subscribers 1000] [--rates 5,20,50] [--duration 10] [--size 100]
-                           [--repeat 1] [--no-tls]
+                           [--repeat 1] [--no-tls] [--floor]
 
 Starts a local supercluster (regions eu and us, one nats-server each) and one real edge
 per region (``edgemesh edge`` processes), connects the subscribers (half to each edge)
@@ -10,7 +10,9 @@ eu at each rate, and prints per rate: deliveries/s, end-to-end latency p50/p99/m
 lost deliveries, and server CPU (user+sys of the edge and nats-server processes, over
 the measured window only: from the first publish until the last delivery and ack)
 per delivery. With ``--repeat N`` the rates are run N times over the same setup and a
-summary gives the median and the spread. Everything it starts is stopped at the end.
+summary gives the median and the spread. With ``--floor`` it then runs
+``bench/write_floor.py`` at each rate (the rig stopped) and prints the median CPU per
+delivery as a multiple of that floor. Everything it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -163,7 +167,7 @@ def print_summary(results: dict[int, list[dict[str, float]]]) -> None:
         )
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def bench(args: argparse.Namespace) -> dict[int, list[dict[str, float]]]:
     import uvloop  # noqa: F401  (the client side runs on uvloop too, see main)
 
     with two_regions(tls=not args.no_tls) as rig:
@@ -214,6 +218,28 @@ async def bench(args: argparse.Namespace) -> None:
         if args.repeat > 1:
             print_summary(results)
         close_clients(subs)
+        return results
+
+
+def write_floor_us(sockets: int, rate: int) -> float:
+    """`bench/write_floor.py`'s os.write() figure (in all), in a process of its own."""
+    script = Path(__file__).with_name("write_floor.py")
+    argv = [sys.executable, str(script), "--sockets", str(sockets), "--rate", str(rate)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.strip().startswith("os.write()"))
+    return float(line.rsplit("in all:", 1)[1])
+
+
+def print_floor(args: argparse.Namespace, results: dict[int, list[dict[str, float]]]) -> None:
+    """Each rate's CPU per delivery against the write floor measured right after it, at
+    the same rate: on a shared virtual machine both move with the hour, the ratio less."""
+    for rate, rs in results.items():
+        floor = write_floor_us(args.subscribers // 2, rate)
+        cpu = statistics.median(r["cpu_us_per_delivery"] for r in rs)
+        print(
+            f"{rate:>6} msg/s: write floor (os.write, {args.subscribers // 2} sockets, in all) "
+            f"{floor:.2f} us; CPU per delivery {cpu:.2f} us = {cpu / floor:.2f} x the floor"
+        )
 
 
 def main() -> None:
@@ -224,10 +250,18 @@ def main() -> None:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--repeat", type=int, default=1, help="run the rates this many times")
     p.add_argument("--no-tls", action="store_true", help="NATS in plain text (default: TLS)")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="then measure the write floor (bench/write_floor.py) at each rate and print "
+        "the ratio of CPU per delivery to it",
+    )
     args = p.parse_args()
     import uvloop
 
-    uvloop.run(bench(args))
+    results = uvloop.run(bench(args))
+    if args.floor:
+        print_floor(args, results)
 
 
 if __name__ == "__main__":
