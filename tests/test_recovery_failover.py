@@ -1,5 +1,6 @@
 """Issue 4: the eu region dies after acking 1,000 messages; a client that had seen 400 of
-them resumes in us from the mirror and gets the other 600. Then the us edge reports its
+them resumes in us from the mirror and gets the other 600, and a publisher retrying in us
+a message eu acked is acknowledged with eu's serial (`duplicate`). Then the us edge reports its
 mirror of eu stale (`/readyz` detail and metrics), and fresh again once eu is back."""
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ async def test_resume_in_us_after_eu_dies(
     ):
         await sub.subscribe(ch)
         acks = await publish_many(pub, ch, "o", 1000)
+        # A payment with an idempotency key, acked in eu: retried in us after the kill.
+        paid = await pub.request(
+            {"type": "publish", "channel": "failover:pay", "data": 1, "message_id": "pay-1"}
+        )
+        assert paid["type"] == "ack" and paid["serial"].startswith("eu:")
         # How far behind the mirror is the moment the last ack arrived (for the report).
         at_last_ack = (await js.stream_info(mirror)).state.last_seq
         cursor = (await sub.messages(400))[-1]["cursor"]  # it had seen 400, then went away
@@ -69,8 +75,10 @@ async def test_resume_in_us_after_eu_dies(
 
     # The settle: until the us mirror holds the last acked message (or SETTLE_S), then
     # the kill of eu's nats-server and edge.
+    paid_seq = int(paid["serial"].split(":")[1])
+
     async def mirrored_all() -> bool:
-        return (await js.stream_info(mirror)).state.last_seq >= seqs[-1]
+        return (await js.stream_info(mirror)).state.last_seq >= max(seqs[-1], paid_seq)
 
     t0 = time.monotonic()
     settled = True
@@ -89,7 +97,7 @@ async def test_resume_in_us_after_eu_dies(
         f"(at the last ack {behind_at_ack} were not; then settle {settle_s:.2f} s, "
         f"{'reached' if settled else 'timed out'})"
     )
-    assert unmirrored == 0
+    assert unmirrored == 0 and mirrored >= paid_seq
 
     async with WsClient.open(edges.ws_url("us", edges.token("sub"))) as again:
         t0 = time.monotonic()
@@ -107,6 +115,14 @@ async def test_resume_in_us_after_eu_dies(
         async with WsClient.open(edges.ws_url("ap", edges.token("pub"))) as pub_ap:
             after = await publish_many(pub_ap, ch, "ap", 3)
         assert [m["serial"] for m in await again.messages(3)] == [a["serial"] for a in after]
+    # The payer, failed over to us, retries its payment: eu is dead, but us's mirror of
+    # eu holds the first copy, so the retry is acknowledged as it and not stored again.
+    async with WsClient.open(edges.ws_url("us", edges.token("pub"))) as payer:
+        retry = await payer.request(
+            {"type": "publish", "channel": "failover:pay", "data": 1, "message_id": "pay-1"}
+        )
+    assert retry["type"] == "ack" and retry["duplicate"] is True, retry
+    assert retry["serial"] == paid["serial"]
 
 
 async def mirror_report(http: httpx.AsyncClient, edges: EdgeCluster, origin: str) -> Any:
