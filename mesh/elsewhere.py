@@ -14,7 +14,10 @@ hub's dedup delivers it once.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mesh.directget import DirectReader
 from mesh.errors import MeshUnavailable
@@ -35,40 +38,144 @@ def may_retry_elsewhere(opened_ms: int | None, now_ms: int, window_ms: int) -> b
     return opened_ms is None or now_ms - opened_ms <= window_ms
 
 
-async def _in_copy(
-    reader: DirectReader, origin: str, token: str, channel: str, key: str, since_ms: int, cap: int
-) -> StoredMessage | None:
-    stream, subject = stream_name(origin), stored_subject(origin, token)
-    newest = await reader.last(stream, subject, channel)
-    if newest is None or newest.timestamp_ms < since_ms:
-        return None  # nothing of this channel from `origin` within the window
-    if newest.dedup_key == key:
-        return newest
-    run, _capped = await reader.since(stream, subject, channel, since_ms, newest.seq, cap)
-    return next((m for m in run if m.dedup_key == key), None)
+class Copy(NamedTuple):
+    """Where a dedup key was first stored (what an ack names), without the message."""
+
+    origin: str
+    seq: int
+    timestamp_ms: int
+
+    @property
+    def serial(self) -> str:
+        return f"{self.origin}:{self.seq}"
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What one origin's copy holds of one channel, as far as it was read."""
+
+    upto: int  # the last sequence read (0: none)
+    keys: dict[str, Copy] = field(default_factory=dict)  # dedup key -> first copy, in order
+
+
+class RecentKeys:
+    """The dedup keys each other region stored on a channel within the window, read from
+    this region's copies of their streams and remembered, so that a lookup reads only what
+    was stored since the last one.
+
+    The first lookup of a (region, channel) asks the copy for the channel's newest message,
+    and when that is within the window reads the window (at most `cap` messages, the
+    newest); lookups that come meanwhile wait for that read instead of making their own.
+    Every later lookup reads only the messages after the last one read (one batch direct
+    get, nothing more while the channel is quiet), so publishes on a busy channel do not
+    each read its whole window. Only keys are kept (no message data): at most `cap` per
+    (region, channel), the newest, and at most `max_keys` in all (~200 bytes each), the
+    least recently used channels forgotten first; keys older than the window are dropped
+    as lookups go.
+    """
+
+    def __init__(self, reader: DirectReader, cap: int, max_keys: int = 100_000) -> None:
+        self.reader = reader
+        self.cap = cap
+        self.max_keys = max_keys
+        self.total = 0  # keys remembered, in all
+        self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
+        self._first: dict[tuple[str, str], asyncio.Future[_Seen]] = {}
+
+    async def find(
+        self, origin: str, token: str, channel: str, key: str, since_ms: int
+    ) -> Copy | None:
+        """Where `origin` stored `key` on `channel` from `since_ms` on, if it did."""
+        at = (origin, token)
+        seen = self._seen.get(at)
+        if seen is None:
+            first = self._first.get(at)
+            if first is None:
+                first = asyncio.ensure_future(self._first_read(at, channel, since_ms))
+                self._first[at] = first
+                first.add_done_callback(lambda f: self._first_done(at, f))
+            seen = await asyncio.shield(first)  # a waiter's cancel is not everyone's
+        else:
+            stream, subject = stream_name(origin), stored_subject(origin, token)
+            new = await self.reader.after(stream, subject, channel, seen.upto, self.cap)
+            self._add(at, seen, new)
+            if self._seen.get(at) is seen:
+                self._seen.move_to_end(at)
+        self._drop_before(at, seen, since_ms)
+        found = seen.keys.get(key)
+        return found if found is not None and found.timestamp_ms >= since_ms else None
+
+    def _first_done(self, at: tuple[str, str], first: asyncio.Future[_Seen]) -> None:
+        self._first.pop(at, None)
+        if not first.cancelled():
+            first.exception()  # retrieved: when every waiter gave up, nobody else will
+
+    async def _first_read(self, at: tuple[str, str], channel: str, since_ms: int) -> _Seen:
+        origin, token = at
+        stream, subject = stream_name(origin), stored_subject(origin, token)
+        newest = await self.reader.last(stream, subject, channel)
+        seen = _Seen(upto=0 if newest is None else newest.seq)
+        run: list[StoredMessage] = []
+        if newest is not None and newest.timestamp_ms >= since_ms:
+            run, _capped = await self.reader.since(
+                stream, subject, channel, since_ms, newest.seq, self.cap
+            )
+        self._seen[at] = seen
+        self._add(at, seen, run)
+        while self.total > self.max_keys and len(self._seen) > 1:
+            _, gone = self._seen.popitem(last=False)
+            self.total -= len(gone.keys)
+        return seen
+
+    def _add(self, at: tuple[str, str], seen: _Seen, messages: Sequence[StoredMessage]) -> None:
+        counted = self._seen.get(at) is seen  # (a channel forgotten meanwhile is not)
+        keys = seen.keys
+        for m in messages:
+            if m.seq > seen.upto:
+                seen.upto = m.seq
+            if m.dedup_key is not None and m.dedup_key not in keys:
+                keys[m.dedup_key] = Copy(m.origin, m.seq, m.timestamp_ms)
+                if counted:
+                    self.total += 1
+        while len(keys) > self.cap:  # the newest `cap`: drop from the front
+            del keys[next(iter(keys))]
+            if counted:
+                self.total -= 1
+
+    def _drop_before(self, at: tuple[str, str], seen: _Seen, since_ms: int) -> None:
+        """Drop the keys stored before `since_ms`: they were added in stream order, so from
+        the front (an origin's clock stepping back only keeps a key a little longer)."""
+        counted = self._seen.get(at) is seen
+        keys = seen.keys
+        while keys:
+            first = next(iter(keys))
+            if keys[first].timestamp_ms >= since_ms:
+                return
+            del keys[first]
+            if counted:
+                self.total -= 1
 
 
 async def find_elsewhere(
-    reader: DirectReader,
+    recent: RecentKeys,
     origins: Sequence[str],
     token: str,
     channel: str,
     key: str,
     since_ms: int,
-    cap: int,
-) -> tuple[StoredMessage | None, bool]:
+) -> tuple[Copy | None, bool]:
     """The first stored copy of dedup key `key` on `channel` (subject token `token`)
-    among the messages the local copies of `origins`' streams hold from `since_ms` on
-    (at most the newest `cap` per origin), and whether every copy answered.
+    among the messages the local copies of `origins`' streams hold from `since_ms` on,
+    and whether every copy answered.
 
     A copy that does not answer is skipped: the caller stores the publish (best effort,
     as before this check existed).
     """
     results = await asyncio.gather(
-        *(_in_copy(reader, o, token, channel, key, since_ms, cap) for o in origins),
+        *(recent.find(o, token, channel, key, since_ms) for o in origins),
         return_exceptions=True,
     )
-    found: StoredMessage | None = None
+    found: Copy | None = None
     answered = True
     for result in results:
         if isinstance(result, MeshUnavailable):

@@ -35,9 +35,9 @@ from nats.aio.msg import Msg
 from mesh.cancellation import cancel_and_wait
 from mesh.channels import channel_token
 from mesh.directget import DirectReader
-from mesh.elsewhere import find_elsewhere, may_retry_elsewhere
+from mesh.elsewhere import Copy, RecentKeys, find_elsewhere, may_retry_elsewhere
 from mesh.errors import MeshUnavailable
-from mesh.message import H_CLIENT, H_DEDUP, H_ID, H_NAME, StoredMessage, dedup_key, header_value
+from mesh.message import H_CLIENT, H_DEDUP, H_ID, H_NAME, dedup_key, header_value
 from mesh.replies import ReplyMux
 from mesh.settings import MeshSettings
 from mesh.subjects import stored_subject
@@ -86,7 +86,7 @@ class _Pending:
     deadline: float  # time.monotonic() when it expires
     token: str = ""
     # the lookup in other regions' copies; None when the publication needs none
-    check: asyncio.Task[StoredMessage | None] | None = None
+    check: asyncio.Task[Copy | None] | None = None
 
 
 class Lane:
@@ -141,8 +141,11 @@ class Publisher:
         self.mux = mux or ReplyMux(nc)
         self.others = tuple(o for o in others if o != region)
         self.on_check = on_check
-        self._reader = DirectReader(nc, self.mux, settings.region_check_timeout_s)
-        self._checks: set[asyncio.Task[StoredMessage | None]] = set()
+        self.recent = RecentKeys(
+            DirectReader(nc, self.mux, settings.region_check_timeout_s),
+            settings.dedup_lookbehind,
+        )
+        self._checks: set[asyncio.Task[Copy | None]] = set()
         self._closed = False
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake: asyncio.Event | None = None
@@ -222,9 +225,7 @@ class Publisher:
             assert self._wake is not None
             self._wake.set()
 
-    async def _look_elsewhere(
-        self, token: str, channel: str, key: str, now_ms: int
-    ) -> StoredMessage | None:
+    async def _look_elsewhere(self, token: str, channel: str, key: str, now_ms: int) -> Copy | None:
         window_ms = int(self.settings.duplicate_window_s * 1000)
         try:
             found, answered = await asyncio.wait_for(
@@ -241,10 +242,8 @@ class Publisher:
 
     async def _find(
         self, token: str, channel: str, key: str, since_ms: int
-    ) -> tuple[StoredMessage | None, bool]:
-        return await find_elsewhere(
-            self._reader, self.others, token, channel, key, since_ms, self.settings.dedup_lookbehind
-        )
+    ) -> tuple[Copy | None, bool]:
+        return await find_elsewhere(self.recent, self.others, token, channel, key, since_ms)
 
     def _checked(self, p: _Pending) -> None:
         """`p`'s lookup is over (or it had none): acknowledge the copy found elsewhere,

@@ -12,7 +12,7 @@ import pytest
 
 from mesh.channels import channel_token
 from mesh.directget import DirectReader
-from mesh.elsewhere import may_retry_elsewhere
+from mesh.elsewhere import Copy, RecentKeys, may_retry_elsewhere
 from mesh.errors import MeshUnavailable
 from mesh.message import StoredMessage
 from mesh.publisher import Ack, Lane, Publication, Publisher
@@ -121,6 +121,26 @@ async def test_only_a_connection_younger_than_the_window_looks(
     await off.close()
 
 
+async def test_on_a_busy_channel_a_lookup_reads_only_what_came_since_the_last(
+    streams: None, nats_client: NatsClients
+) -> None:
+    eu = Publisher(await nats_client("eu"), "eu", SETTINGS)
+    acks = [await eu.submit(Publication("busy", b"1", message_id=f"b-{i}")) for i in range(30)]
+    await eu.close()
+    await first_in_eu(nats_client, Publication("busy", b"1", message_id="b-30"))
+    us = Publisher(await nats_client("us"), "us", SETTINGS, others=("eu",))
+    reader = us.recent.reader
+    retry = await us.submit(Publication("busy", b"1", message_id="b-5"))
+    assert retry.duplicate and retry.serial == acks[5].serial
+    first_requests = reader.requests
+    assert first_requests == 2  # the channel's newest message, then the window
+    retry = await us.submit(Publication("busy", b"1", message_id="b-20"))
+    assert retry.duplicate and retry.serial == acks[20].serial
+    assert reader.requests == first_requests + 1  # only what came since
+    assert us.recent.total == 31
+    await us.close()
+
+
 class GatedPublisher(Publisher):
     """Looks elsewhere only once `gate` is set: a lookup that takes as long as a test needs
     (the copies themselves are real)."""
@@ -213,3 +233,99 @@ async def test_a_lookup_past_its_timeout_lets_the_publish_be_stored(
     assert late.serial.startswith("us:") and not late.duplicate
     assert outcomes == ["found", "unanswered"] and timeout <= took < timeout + 1.0
     await us.close()
+
+
+# -- RecentKeys against a copy held in memory (the reader is faked; the logic is real) --
+
+
+def stored(seq: int, ts: int, key: str | None) -> StoredMessage:
+    return StoredMessage("c", "eu", seq, None, f"id-{seq}", None, b"1", None, ts, key)
+
+
+class MemoryCopy:
+    """A DirectReader over a list of one channel's messages, counting the reads."""
+
+    def __init__(self, messages: list[StoredMessage]) -> None:
+        self.messages = messages
+        self.calls: list[str] = []
+        self.gate: asyncio.Event | None = None
+
+    async def last(self, stream: str, subject: str, channel: str) -> StoredMessage | None:
+        self.calls.append("last")
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.messages[-1] if self.messages else None
+
+    async def since(
+        self, stream: str, subject: str, channel: str, since_ms: int, upto: int, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        self.calls.append("since")
+        run = [m for m in self.messages if m.timestamp_ms >= since_ms and m.seq <= upto]
+        return run[-limit:], len(run) > limit
+
+    async def after(
+        self, stream: str, subject: str, channel: str, after_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        self.calls.append("after")
+        return [m for m in self.messages if m.seq > after_seq][:limit]
+
+
+def recent_keys(copy: MemoryCopy, cap: int, max_keys: int = 100_000) -> RecentKeys:
+    return RecentKeys(copy, cap, max_keys)  # type: ignore[arg-type]
+
+
+async def test_later_lookups_read_only_what_came_since() -> None:
+    copy = MemoryCopy([stored(s, 1000 + s, f"k{s}") for s in range(1, 31)])
+    recent = recent_keys(copy, cap=100)
+    found = await recent.find("eu", "t", "c", "k5", since_ms=0)
+    assert found == Copy("eu", 5, 1005) and found.serial == "eu:5"
+    assert copy.calls == ["last", "since"]
+    assert await recent.find("eu", "t", "c", "k20", since_ms=0) == Copy("eu", 20, 1020)
+    assert await recent.find("eu", "t", "c", "nope", since_ms=0) is None
+    assert copy.calls == ["last", "since", "after", "after"]  # one small read each
+    copy.messages.append(stored(31, 1031, "k31"))
+    assert await recent.find("eu", "t", "c", "k31", since_ms=0) == Copy("eu", 31, 1031)
+    assert recent.total == 31
+
+
+async def test_a_quiet_channel_costs_one_read_and_old_keys_are_forgotten() -> None:
+    copy = MemoryCopy([stored(1, 100, "old")])
+    recent = recent_keys(copy, cap=100)
+    # Its newest message is before the window: nothing more is read.
+    assert await recent.find("eu", "t", "c", "old", since_ms=500) is None
+    assert copy.calls == ["last"] and recent.total == 0
+    copy.messages += [stored(2, 600, "a"), stored(3, 700, "b")]
+    assert await recent.find("eu", "t", "c", "a", since_ms=500) == Copy("eu", 2, 600)
+    # The window moves on: "a" is forgotten, "b" is still there.
+    assert await recent.find("eu", "t", "c", "a", since_ms=650) is None
+    assert await recent.find("eu", "t", "c", "b", since_ms=650) == Copy("eu", 3, 700)
+    assert recent.total == 1
+
+
+async def test_keys_are_bounded_per_channel_and_in_all() -> None:
+    copy = MemoryCopy([stored(s, 1000 + s, f"k{s}") for s in range(1, 11)])
+    recent = recent_keys(copy, cap=4, max_keys=6)
+    # The first read keeps the newest `cap`; later ones too.
+    assert await recent.find("eu", "t1", "c", "k6", since_ms=0) is None
+    assert await recent.find("eu", "t1", "c", "k7", since_ms=0) == Copy("eu", 7, 1007)
+    copy.messages += [stored(11, 1011, "k11")]
+    assert await recent.find("eu", "t1", "c", "k7", since_ms=0) is None  # now 8..11
+    assert recent.total == 4
+    # A second channel would make 8 keys in all: the least recently used goes.
+    assert await recent.find("eu", "t2", "c", "k11", since_ms=0) == Copy("eu", 11, 1011)
+    assert recent.total == 4 and copy.calls.count("last") == 2
+    assert await recent.find("eu", "t1", "c", "k11", since_ms=0) is not None
+    assert copy.calls.count("last") == 3  # t1 was forgotten: read afresh
+
+
+async def test_lookups_meanwhile_share_the_first_read() -> None:
+    copy = MemoryCopy([stored(s, 1000 + s, f"k{s}") for s in range(1, 6)])
+    copy.gate = asyncio.Event()
+    recent = recent_keys(copy, cap=100)
+    lookups = [
+        asyncio.create_task(recent.find("eu", "t", "c", f"k{i}", since_ms=0)) for i in (1, 2, 9)
+    ]
+    await asyncio.sleep(0)  # all three are waiting now
+    copy.gate.set()
+    assert await asyncio.gather(*lookups) == [Copy("eu", 1, 1001), Copy("eu", 2, 1002), None]
+    assert copy.calls == ["last", "since"] and recent.total == 5
