@@ -152,6 +152,7 @@ class EdgeNode:
                 settings,
                 others=self.topology.names,
                 on_check=self.metrics.region_checks.inc,
+                live=hub.live_position,
             ),
             hub,
             History(nc, self.topology, self.region, settings),
@@ -433,8 +434,25 @@ class EdgeNode:
                 c.lookbehind_capped,
             ),
         )
-        for name, help_text, value in hub_counters:
+        recent = mesh.publisher.recent
+        counters = (
+            *hub_counters,
+            (
+                "region_check_reads_spared",
+                "Lookups of a message_id in another region's copy that read nothing: live "
+                "delivery had seen nothing new on the channel since the last read.",
+                recent.skipped,
+            ),
+        )
+        for name, help_text, value in counters:
             out.append(Sample(f"edgemesh_{name}_total", help_text, value, counter=True))
+        out.append(
+            Sample(
+                "edgemesh_region_check_keys",
+                "Dedup keys of other regions remembered for those lookups.",
+                recent.total,
+            )
+        )
         mirror_gauges: tuple[tuple[str, str, Callable[[MirrorStatus], float]], ...] = (
             ("edgemesh_mirror_stale", "1 when a mirror lost its origin.", lambda m: m.stale),
             ("edgemesh_mirror_lag", "Messages a mirror is behind its origin.", lambda m: m.lag),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -72,13 +72,26 @@ class RecentKeys:
     (region, channel), the newest, and at most `max_keys` in all (~200 bytes each), the
     least recently used channels forgotten first; keys older than the window are dropped
     as lookups go.
+
+    `live(channel, origin)`, when given, is the last sequence of `origin` on `channel`
+    that this edge knows of from live delivery (``ChannelHub.live_position``; None when
+    it does not follow the channel): when that is not beyond what was read, nothing new
+    came, and a later lookup reads nothing at all.
     """
 
-    def __init__(self, reader: DirectReader, cap: int, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        reader: DirectReader,
+        cap: int,
+        max_keys: int = 100_000,
+        live: Callable[[str, str], int | None] | None = None,
+    ) -> None:
         self.reader = reader
         self.cap = cap
         self.max_keys = max_keys
+        self.live = live
         self.total = 0  # keys remembered, in all
+        self.skipped = 0  # later lookups that read nothing: live delivery saw nothing new
         self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
         self._first: dict[tuple[str, str], asyncio.Future[_Seen]] = {}
 
@@ -96,9 +109,13 @@ class RecentKeys:
                 first.add_done_callback(lambda f: self._first_done(at, f))
             seen = await asyncio.shield(first)  # a waiter's cancel is not everyone's
         else:
-            stream, subject = stream_name(origin), stored_subject(origin, token)
-            new = await self.reader.after(stream, subject, channel, seen.upto, self.cap)
-            self._add(at, seen, new)
+            known = None if self.live is None else self.live(channel, origin)
+            if known is not None and known <= seen.upto:
+                self.skipped += 1
+            else:
+                stream, subject = stream_name(origin), stored_subject(origin, token)
+                new = await self.reader.after(stream, subject, channel, seen.upto, self.cap)
+                self._add(at, seen, new)
             if self._seen.get(at) is seen:
                 self._seen.move_to_end(at)
         self._drop_before(at, seen, since_ms)

@@ -180,6 +180,15 @@ class ChannelHub:
     def subscription_count(self) -> int:
         return sum(len(ch.sinks) for ch in self._channels.values())
 
+    def live_position(self, channel: str, origin: str) -> int | None:
+        """The last sequence of `origin` on `channel` this hub knows of (delivered, or the
+        live point it opened at), or None when it does not follow the channel (no local
+        subscriber) or has no baseline for that origin."""
+        ch = self._channels.get(channel)
+        if ch is None or ch.closed or ch.ledger is None:
+            return None
+        return ch.ledger.delivered.get(origin)
+
     async def subscribe(
         self,
         channel: str,

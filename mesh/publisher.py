@@ -130,10 +130,13 @@ class Publisher:
         mux: ReplyMux | None = None,
         others: Sequence[str] = (),
         on_check: Callable[[str], None] | None = None,
+        live: Callable[[str, str], int | None] | None = None,
     ) -> None:
         """`others`: the regions whose streams this region mirrors, looked up before
         storing a publication that may retry one of theirs (none: no lookup).
-        `on_check` is told each lookup's outcome: ``found``, ``clear`` or ``unanswered``."""
+        `on_check` is told each lookup's outcome: ``found``, ``clear`` or ``unanswered``.
+        `live`: what live delivery knows of a channel (``ChannelHub.live_position``),
+        which spares a lookup its read when nothing new came (:class:`RecentKeys`)."""
         self.nc = nc
         self.region = region
         self.settings = settings
@@ -144,6 +147,7 @@ class Publisher:
         self.recent = RecentKeys(
             DirectReader(nc, self.mux, settings.region_check_timeout_s),
             settings.dedup_lookbehind,
+            live=live,
         )
         self._checks: set[asyncio.Task[Copy | None]] = set()
         self._closed = False

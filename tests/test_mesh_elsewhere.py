@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -270,8 +271,33 @@ class MemoryCopy:
         return [m for m in self.messages if m.seq > after_seq][:limit]
 
 
-def recent_keys(copy: MemoryCopy, cap: int, max_keys: int = 100_000) -> RecentKeys:
-    return RecentKeys(copy, cap, max_keys)  # type: ignore[arg-type]
+def recent_keys(
+    copy: MemoryCopy,
+    cap: int,
+    max_keys: int = 100_000,
+    live: Callable[[str, str], int | None] | None = None,
+) -> RecentKeys:
+    return RecentKeys(copy, cap, max_keys, live)  # type: ignore[arg-type]
+
+
+async def test_what_live_delivery_knows_spares_the_read() -> None:
+    copy = MemoryCopy([stored(s, 1000 + s, f"k{s}") for s in range(1, 4)])
+    known: dict[str, int | None] = {"c": None}
+    recent = recent_keys(copy, cap=100, live=lambda channel, origin: known[channel])
+    assert await recent.find("eu", "t", "c", "k1", since_ms=0) == Copy("eu", 1, 1001)
+    assert copy.calls == ["last", "since"]
+    # Not followed live: read as usual.
+    assert await recent.find("eu", "t", "c", "k9", since_ms=0) is None
+    assert copy.calls[-1] == "after" and recent.skipped == 0
+    # Live delivery has seen up to seq 3, all read already: nothing to read.
+    known["c"] = 3
+    assert await recent.find("eu", "t", "c", "k2", since_ms=0) == Copy("eu", 2, 1002)
+    assert len(copy.calls) == 3 and recent.skipped == 1
+    # Live delivery saw seq 4: read what came since.
+    copy.messages.append(stored(4, 1004, "k4"))
+    known["c"] = 4
+    assert await recent.find("eu", "t", "c", "k4", since_ms=0) == Copy("eu", 4, 1004)
+    assert copy.calls[-1] == "after" and recent.skipped == 1
 
 
 async def test_later_lookups_read_only_what_came_since() -> None:

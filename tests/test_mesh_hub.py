@@ -138,8 +138,13 @@ async def test_live_delivery_from_every_region_in_order(mesh: dict[str, Region])
     assert per_origin(got, "ap") == per_origin(ap, "ap")
     last = decode_cursor("room", frames[-1]["cursor"], ("eu", "us", "ap"))
     assert last.get("eu") == per_origin(eu, "eu")[-1] and last.get("ap") == per_origin(ap, "ap")[-1]
-    await mesh["us"].hub.unsubscribe("room", sink)
-    assert "room" not in mesh["us"].hub._channels
+    # What the hub knows of each origin on the channel (what publish lookups consult).
+    hub = mesh["us"].hub
+    assert hub.live_position("room", "eu") == per_origin(eu, "eu")[-1]
+    assert hub.live_position("room", "ap") == per_origin(ap, "ap")[-1]
+    await hub.unsubscribe("room", sink)
+    assert "room" not in hub._channels
+    assert hub.live_position("room", "eu") is None  # no longer followed
 
 
 async def test_subscribe_then_publish_at_once_loses_nothing(mesh: dict[str, Region]) -> None:
