@@ -2,7 +2,7 @@
 
     python bench/publish.py [--connections 20] [--rates 100,1000,4000] [--duration 10]
                             [--size 100] [--channels 10] [--repeat 1] [--no-tls]
-                            [--message-ids]
+                            [--message-ids] [--follow]
 
 Starts a local supercluster (regions eu and us, one nats-server each: us mirrors eu's
 stream) and one real edge per region (``edgemesh edge`` processes), opens the publisher
@@ -58,6 +58,21 @@ class Tally:
     serials: set[str] = field(default_factory=set)
     nacks: Counter[int] = field(default_factory=Counter)
     answered: int = 0
+
+
+class Follower(RawClient):
+    """Subscribes to one channel and reads what comes (so the edge follows it live)."""
+
+    def __init__(self, host: str, port: int, token: str, channel: str) -> None:
+        super().__init__(host, port, token)
+        self.channel = channel
+
+    def on_upgraded(self) -> None:
+        self.send(json.dumps({"type": "subscribe", "id": 1, "channel": self.channel}).encode())
+
+    def on_frame(self, payload: bytes, now_ns: int) -> None:
+        if payload.startswith(b'{"type":"subscribed"') and not self.ready.done():
+            self.ready.set_result(None)
 
 
 class Publisher(RawClient):
@@ -183,11 +198,20 @@ async def bench(args: argparse.Namespace) -> None:
             lambda i: "eu",
             lambda i, host, port: Publisher(host, port, edges.token(f"p{i}"), tally),
         )
+        followers = []
+        if args.follow:
+            followers = await open_clients(
+                args.channels,
+                edges,
+                lambda i: "eu",
+                lambda i, host, port: Follower(host, port, edges.token(f"f{i}"), f"pub-{i}"),
+            )
         print(
             f"publish: {args.connections} connections to the eu edge, {args.channels} "
             f"channels, {args.size}-byte messages, pipelined, {args.duration:.0f} s per rate; "
             f"us mirrors eu; NATS {'in plain text' if args.no_tls else 'over TLS'}"
             f"{'; every publish has a message_id' if args.message_ids else ''}"
+            f"{'; one subscriber per channel on the eu edge' if args.follow else ''}"
         )
         print(
             f"{'pub/s':>6} {'acks/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -231,6 +255,7 @@ async def bench(args: argparse.Namespace) -> None:
         if args.repeat > 1:
             print_summary(results)
         close_clients(pubs)
+        close_clients(followers)
 
 
 def main() -> None:
@@ -244,6 +269,11 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=10)
     p.add_argument("--repeat", type=int, default=1, help="run the rates this many times")
     p.add_argument("--no-tls", action="store_true", help="NATS in plain text (default: TLS)")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="one subscriber per channel on the eu edge, so it follows every channel live",
+    )
     p.add_argument(
         "--message-ids",
         action="store_true",
