@@ -95,10 +95,35 @@ class RecentKeys:
         self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
         self._first: dict[tuple[str, str], asyncio.Future[_Seen]] = {}
 
+    def find_now(
+        self, origin: str, token: str, channel: str, key: str, since_ms: int
+    ) -> tuple[bool, Copy | None]:
+        """(True, what :meth:`find` would say) when that needs no read: the channel was
+        read before and live delivery shows nothing new from `origin` since; else
+        (False, None)."""
+        if not self.answers_now(origin, token, channel):
+            return False, None
+        at = (origin, token)
+        seen = self._seen[at]
+        self.skipped += 1
+        self._seen.move_to_end(at)
+        return True, self._lookup(at, seen, key, since_ms)
+
+    def answers_now(self, origin: str, token: str, channel: str) -> bool:
+        """Whether :meth:`find_now` can answer for `origin` on `channel` (no side effect)."""
+        seen = self._seen.get((origin, token))
+        if seen is None or self.live is None:
+            return False
+        known = self.live(channel, origin)
+        return known is not None and known <= seen.upto
+
     async def find(
         self, origin: str, token: str, channel: str, key: str, since_ms: int
     ) -> Copy | None:
         """Where `origin` stored `key` on `channel` from `since_ms` on, if it did."""
+        decided, found = self.find_now(origin, token, channel, key, since_ms)
+        if decided:
+            return found
         at = (origin, token)
         seen = self._seen.get(at)
         if seen is None:
@@ -109,15 +134,14 @@ class RecentKeys:
                 first.add_done_callback(lambda f: self._first_done(at, f))
             seen = await asyncio.shield(first)  # a waiter's cancel is not everyone's
         else:
-            known = None if self.live is None else self.live(channel, origin)
-            if known is not None and known <= seen.upto:
-                self.skipped += 1
-            else:
-                stream, subject = stream_name(origin), stored_subject(origin, token)
-                new = await self.reader.after(stream, subject, channel, seen.upto, self.cap)
-                self._add(at, seen, new)
+            stream, subject = stream_name(origin), stored_subject(origin, token)
+            new = await self.reader.after(stream, subject, channel, seen.upto, self.cap)
+            self._add(at, seen, new)
             if self._seen.get(at) is seen:
                 self._seen.move_to_end(at)
+        return self._lookup(at, seen, key, since_ms)
+
+    def _lookup(self, at: tuple[str, str], seen: _Seen, key: str, since_ms: int) -> Copy | None:
         self._drop_before(at, seen, since_ms)
         found = seen.keys.get(key)
         return found if found is not None and found.timestamp_ms >= since_ms else None
@@ -171,6 +195,26 @@ class RecentKeys:
             del keys[first]
             if counted:
                 self.total -= 1
+
+
+def find_elsewhere_now(
+    recent: RecentKeys,
+    origins: Sequence[str],
+    token: str,
+    channel: str,
+    key: str,
+    since_ms: int,
+) -> tuple[bool, Copy | None]:
+    """:func:`find_elsewhere` when every origin can answer without a read
+    (:meth:`RecentKeys.find_now`): (True, the first copy or None); else (False, None)."""
+    if not all(recent.answers_now(o, token, channel) for o in origins):
+        return False, None
+    found: Copy | None = None
+    for origin in origins:
+        _, copy = recent.find_now(origin, token, channel, key, since_ms)
+        if copy is not None and (found is None or copy.timestamp_ms < found.timestamp_ms):
+            found = copy
+    return True, found
 
 
 async def find_elsewhere(

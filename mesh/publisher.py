@@ -35,7 +35,13 @@ from nats.aio.msg import Msg
 from mesh.cancellation import cancel_and_wait
 from mesh.channels import channel_token
 from mesh.directget import DirectReader
-from mesh.elsewhere import Copy, RecentKeys, find_elsewhere, may_retry_elsewhere
+from mesh.elsewhere import (
+    Copy,
+    RecentKeys,
+    find_elsewhere,
+    find_elsewhere_now,
+    may_retry_elsewhere,
+)
 from mesh.errors import MeshUnavailable
 from mesh.message import H_CLIENT, H_DEDUP, H_ID, H_NAME, dedup_key, header_value
 from mesh.replies import ReplyMux
@@ -190,19 +196,27 @@ class Publisher:
         self._pending[p] = None
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.settings.publish_timeout_s, self._sweep)
+        window_ms = int(self.settings.duplicate_window_s * 1000)
         if (
             key is not None
             and self.others
             and self.settings.cross_region_dedup
-            and may_retry_elsewhere(
-                None if lane is None else lane.opened_ms,
-                now_ms,
-                int(self.settings.duplicate_window_s * 1000),
-            )
+            and may_retry_elsewhere(None if lane is None else lane.opened_ms, now_ms, window_ms)
         ):
-            p.check = loop.create_task(self._look_elsewhere(token, pub.channel, key, now_ms))
-            self._checks.add(p.check)
-            p.check.add_done_callback(self._checks.discard)
+            since_ms = now_ms - window_ms
+            decided, found = find_elsewhere_now(
+                self.recent, self.others, token, pub.channel, key, since_ms
+            )
+            if not decided:  # a read is needed: look in a task, the lane waits for it
+                p.check = loop.create_task(self._look_elsewhere(token, pub.channel, key, now_ms))
+                self._checks.add(p.check)
+                p.check.add_done_callback(self._checks.discard)
+            else:
+                if self.on_check is not None:
+                    self.on_check("clear" if found is None else "found")
+                if found is not None:  # nothing to store, so no order to keep
+                    fut.set_result(self._duplicate(found, p.message_id))
+                    return fut
         if lane is None:
             if p.check is None:
                 self._enqueue(p)
@@ -258,19 +272,21 @@ class Publisher:
         if p.check is not None and not p.check.cancelled() and p.check.exception() is None:
             found = p.check.result()
         if found is not None:
-            p.future.set_result(
-                Ack(
-                    serial=found.serial,
-                    seq=found.seq,
-                    message_id=p.message_id,
-                    duplicate=True,
-                    timestamp_ms=int(self.clock() * 1000),
-                )
-            )
+            p.future.set_result(self._duplicate(found, p.message_id))
         elif self._closed:
             p.future.set_exception(MeshUnavailable("publisher closed"))
         else:
             self._enqueue(p)
+
+    def _duplicate(self, copy: Copy, message_id: str) -> Ack:
+        """The ack of a publication whose first copy `copy` was stored in another region."""
+        return Ack(
+            serial=copy.serial,
+            seq=copy.seq,
+            message_id=message_id,
+            duplicate=True,
+            timestamp_ms=int(self.clock() * 1000),
+        )
 
     def _release(self, lane: Lane) -> None:
         """Hand on the lane's publications, in order, up to the first still looking."""

@@ -142,6 +142,41 @@ async def test_on_a_busy_channel_a_lookup_reads_only_what_came_since_the_last(
     await us.close()
 
 
+async def test_when_live_delivery_saw_nothing_new_the_answer_comes_at_once(
+    streams: None, nats_client: NatsClients
+) -> None:
+    """What a hub following the channel would say (`live`): nothing from eu beyond what
+    the first lookup read. Then a retry is acknowledged within `submit`, with no read
+    and no task, and a new id is stored without waiting for a lookup."""
+    first = await first_in_eu(nats_client, Publication("followed", b"1", message_id="f-1"))
+    live = {"eu": first.seq, "ap": 0}
+    outcomes: list[str] = []
+    us = Publisher(
+        await nats_client("us"),
+        "us",
+        SETTINGS,
+        others=REGIONS,
+        on_check=outcomes.append,
+        live=lambda channel, origin: live[origin] if channel == "followed" else None,
+    )
+    reader = us.recent.reader
+    assert (await us.submit(Publication("followed", b"1", message_id="f-1"))).duplicate
+    reads = reader.requests
+    lane = Lane(int(time.time() * 1000))
+    again = us.submit(Publication("followed", b"1", message_id="f-1"), lane)
+    assert again.done() and again.result().serial == first.serial and again.result().duplicate
+    new = us.submit(Publication("followed", b"2", message_id="f-2"), lane)
+    assert lane.held is None  # nothing waited for a lookup
+    assert (await new).serial.startswith("us:") and not (await new).duplicate
+    assert reader.requests == reads and us.recent.skipped == 4  # two lookups, two regions
+    assert outcomes == ["found", "found", "clear"]
+    # Live delivery saw a newer eu message: the next lookup reads again.
+    live["eu"] = first.seq + 1
+    assert not (await us.submit(Publication("followed", b"3", message_id="f-3"))).duplicate
+    assert reader.requests == reads + 1
+    await us.close()
+
+
 class GatedPublisher(Publisher):
     """Looks elsewhere only once `gate` is set: a lookup that takes as long as a test needs
     (the copies themselves are real)."""
