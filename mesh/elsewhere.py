@@ -139,6 +139,7 @@ class RecentKeys:
             self._add(at, seen, new)
             if self._seen.get(at) is seen:
                 self._seen.move_to_end(at)
+                self._evict()
         return self._lookup(at, seen, key, since_ms)
 
     def _lookup(self, at: tuple[str, str], seen: _Seen, key: str, since_ms: int) -> Copy | None:
@@ -163,10 +164,15 @@ class RecentKeys:
             )
         self._seen[at] = seen
         self._add(at, seen, run)
+        self._evict()
+        return seen
+
+    def _evict(self) -> None:
+        """Forget the least recently used channels while over `max_keys` (never the last
+        one, just used)."""
         while self.total > self.max_keys and len(self._seen) > 1:
             _, gone = self._seen.popitem(last=False)
             self.total -= len(gone.keys)
-        return seen
 
     def _add(self, at: tuple[str, str], seen: _Seen, messages: Sequence[StoredMessage]) -> None:
         counted = self._seen.get(at) is seen  # (a channel forgotten meanwhile is not)

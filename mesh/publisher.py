@@ -208,7 +208,7 @@ class Publisher:
                 self.recent, self.others, token, pub.channel, key, since_ms
             )
             if not decided:  # a read is needed: look in a task, the lane waits for it
-                p.check = loop.create_task(self._look_elsewhere(token, pub.channel, key, now_ms))
+                p.check = loop.create_task(self._look_elsewhere(token, pub.channel, key, since_ms))
                 self._checks.add(p.check)
                 p.check.add_done_callback(self._checks.discard)
             else:
@@ -243,11 +243,12 @@ class Publisher:
             assert self._wake is not None
             self._wake.set()
 
-    async def _look_elsewhere(self, token: str, channel: str, key: str, now_ms: int) -> Copy | None:
-        window_ms = int(self.settings.duplicate_window_s * 1000)
+    async def _look_elsewhere(
+        self, token: str, channel: str, key: str, since_ms: int
+    ) -> Copy | None:
         try:
             found, answered = await asyncio.wait_for(
-                self._find(token, channel, key, now_ms - window_ms),
+                self._find(token, channel, key, since_ms),
                 self.settings.region_check_timeout_s,
             )
         except (MeshUnavailable, TimeoutError):

@@ -390,3 +390,21 @@ async def test_lookups_meanwhile_share_the_first_read() -> None:
     copy.gate.set()
     assert await asyncio.gather(*lookups) == [Copy("eu", 1, 1001), Copy("eu", 2, 1002), None]
     assert copy.calls == ["last", "since"] and recent.total == 5
+
+
+async def test_keys_added_by_later_reads_count_toward_the_bound() -> None:
+    copy = MemoryCopy([stored(1, 1001, "k1")])
+    recent = recent_keys(copy, cap=10, max_keys=3)
+    await recent.find("eu", "t1", "c", "k1", since_ms=0)
+    await recent.find("eu", "t2", "c", "k1", since_ms=0)
+    assert recent.total == 2
+    copy.messages += [stored(2, 1002, "k2")]
+    # t2 reads k2: three keys, at the bound.
+    assert await recent.find("eu", "t2", "c", "k2", since_ms=0) == Copy("eu", 2, 1002)
+    assert recent.total == 3
+    copy.messages += [stored(3, 1003, "k3")]
+    # t2 reads k3: four keys, over it: t1, the least recently used, is forgotten.
+    assert await recent.find("eu", "t2", "c", "k3", since_ms=0) == Copy("eu", 3, 1003)
+    assert recent.total == 3 and copy.calls.count("last") == 2
+    await recent.find("eu", "t1", "c", "k1", since_ms=0)
+    assert copy.calls.count("last") == 3  # read afresh
