@@ -83,7 +83,7 @@ def render_nats_config(
 ) -> str:
     """The nats-server config text for server number `server` (1-based) of `region`."""
     r, s = find_server(topology, region, server)
-    secrets.require("nats")  # every password: a nats-server's file, not an edge's
+    # Every password (a nats-server's file, not an edge's): a missing one raises here.
     c = {user: secrets.password(user) for user in PASSWORDS}
     # JetStream needs a cluster block with routes even for a one-server cluster:
     # a route to itself is fine.
