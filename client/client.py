@@ -90,6 +90,7 @@ class Client:
         self._up = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
         self._failure: ClientError | None = None
+        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class Client:
         ``closed`` (a retry with the same ``message_id`` is safe), subscriptions end."""
         if self.state in ("closed", "failed") and self._run_task is None:
             return
+        self._closing = True
         self._fail_all(self._failure or ClientError(CLOSED, "the client was closed"))
         if self._run_task is not None:
             task, self._run_task = self._run_task, None
@@ -370,9 +372,9 @@ class Client:
         self._up.clear()
         self.connection = None
         for rid in self._core.lost():
-            fut = self._requests.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(ClientError(CONNECTION_LOST, "the connection ended"))
+            self._reject(
+                self._requests.pop(rid, None), ClientError(CONNECTION_LOST, "the connection ended")
+            )
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2)
@@ -395,7 +397,9 @@ class Client:
             if sub is not None:
                 if not sub.ready.done():
                     sub.ready.set_result(None)
-                if event.resumed and event.recovered is False:
+                if event.resumed:
+                    sub.resumes += 1
+                if event.recovered is False:  # a resume, or a cursor the caller gave
                     sub.discontinuity()
         elif isinstance(event, ev.SubscribeRefused):
             sub = self._subs.pop(event.channel, None)
@@ -443,14 +447,14 @@ class Client:
             raise ClientError(code, f"not connected within {within_s} s") from None
         if self._failure is not None:
             raise self._failure
+        if self._closing:
+            raise ClientError(CLOSED, "the client was closed")
 
     async def _drop_sub(self, channel: str) -> None:
         self._subs.pop(channel, None)
         sent = self._core.unsubscribe(channel)
         if sent is not None:
-            rid, frame = sent
-            self._requests[rid] = asyncio.get_running_loop().create_future()
-            self._send(frame)  # its reply is not awaited: the subscription is gone either way
+            self._send(sent[1])  # its reply is not awaited: the subscription is gone either way
 
     def _cursor_of(self, channel: str) -> str | None:
         s = self._core.subs.get(channel)
@@ -459,7 +463,7 @@ class Client:
     def _check_usable(self) -> None:
         if self._failure is not None:
             raise self._failure
-        if self.state == "closed" or (self._run_task is None and self.state != "idle"):
+        if self._closing:
             raise ClientError(CLOSED, "the client is closed")
         if self._run_task is None:
             raise ClientError(CLOSED, "the client is not started")

@@ -21,10 +21,11 @@ class Subscription:
     while it is full, the client reads nothing from the connection (see
     :class:`~client.settings.ClientSettings`).
 
-    ``discontinuities`` counts the resumes after which the server could not replay
-    everything since the cursor (`recovered: false`: history expired, or a region lost
-    before it replicated); ``on_discontinuity`` is called for each. Messages before and
-    after one are still in order.
+    ``discontinuities`` counts the times the server could not replay everything since the
+    cursor (`recovered: false`: history expired, or a region lost before it replicated),
+    on a resume or on a first subscribe from a cursor the caller gave;
+    ``on_discontinuity`` is called for each. Messages before and after one are still in
+    order. ``resumes`` counts the resumes.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class Subscription:
     ) -> None:
         self.channel = channel
         self.discontinuities = 0
+        self.resumes = 0  # subscribed again on a new connection, from its cursor
         self.on_discontinuity = on_discontinuity
         self._client = client
         self._max = max_buffered

@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from client import Client, ClientSettings
 from control_plane.tokens import ApiKey, mint_token
 from mesh.process import ManagedProcess
 from mesh.supercluster import Supercluster
@@ -155,6 +156,53 @@ async def test_drain_sends_clients_away_and_restore_brings_the_region_back(
     await wait_for(eu_serving_everywhere, 15, "eu restored on every instance")
     async with ws_connect(f"{edges.ws_url('eu')}?token={token(planes, 'bob')}") as ws:
         assert (await first_frame(ws))["region"] == "eu"
+
+
+async def test_client_routes_by_the_control_plane_and_follows_a_drain(
+    deployment: tuple[ControlPlanes, Edges],
+) -> None:
+    """The Python client asks the route API where to go (127.0.0.1 has no location: the
+    default region, eu), then follows eu's drain to the first fallback and resumes its
+    subscription there: every message once, in order."""
+    planes, edges = deployment
+    route = await planes.get("ap", "/v1/route")
+    settings = ClientSettings(reconnect_base_s=0.05, reconnect_max_s=0.5)
+    sub_client = Client(
+        token(planes, "carol"), route_urls=[planes.url("us"), planes.url("ap")], settings=settings
+    )
+    pub = Client(token(planes, "dave"), urls=[edges.ws_url("ap")], settings=settings)
+    async with sub_client, pub:
+        assert sub_client.connection is not None
+        assert sub_client.connection.region == route["region"] == "eu"
+        sub = await sub_client.subscribe("cp:client")
+        n, sent = 200, []
+
+        async def publish_all() -> None:
+            for i in range(n):
+                sent.append((await pub.publish("cp:client", i)).message_id)
+                await asyncio.sleep(0.01)
+
+        publishing = asyncio.create_task(publish_all())
+        got = [await sub.next(30) for _ in range(50)]
+        r = await planes.post("us", "/v1/regions/eu/drain", key=planes.api_key)
+        assert r.status_code == 200, r.text
+        try:
+            got += [await sub.next(60) for _ in range(n - 50)]
+            await publishing
+            assert [m.data for m in got] == list(range(n))
+            assert [m.id for m in got] == sent
+            assert sub_client.connection is not None and sub_client.connection.region == "us"
+            assert sub.resumes == 1 and sub.discontinuities == 0
+        finally:
+            publishing.cancel()
+            r = await planes.post("us", "/v1/regions/eu/restore", key=planes.api_key)
+            assert r.status_code == 200, r.text
+
+    async def eu_serving_everywhere() -> bool:
+        views = await views_of(planes, REGIONS)
+        return all(v["eu"] in ("healthy", "degraded") for v in views.values())
+
+    await wait_for(eu_serving_everywhere, 15, "eu restored on every instance")
 
 
 async def test_killing_all_of_eu_fails_over_and_eu_returns_after_the_up_threshold(
