@@ -25,7 +25,7 @@ from mesh.topology import (
 
 # Modules that may add subcommands: each has `register(subparsers) -> None`, and each
 # subcommand sets `func` (args -> exit code) with `set_defaults`.
-PLUGIN_MODULES = ("edge.cli", "control_plane.cli")
+PLUGIN_MODULES = ("edge.cli", "control_plane.cli", "client.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -8,7 +8,9 @@ the module)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -206,3 +208,42 @@ async def test_expired_token_is_replaced_and_the_subscription_resumes(
     got = await take(sub, len(sent))
     assert [m.id for m in got] == sent
     assert minted >= 2 and sub.resumes >= 1 and sub.discontinuities == 0
+
+
+async def edgemesh(*argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mesh.cli",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_sub_and_pub_commands(edges: EdgeCluster) -> None:
+    eu, us = edges.edge("eu").ws_url, edges.edge("us").ws_url
+    code, out, err = await edgemesh(
+        "pub", "client:cli", '{"k": 1}', "--name", "n", "--url", eu, "--key", edges.api_key
+    )
+    assert code == 0, err
+    ack = json.loads(out)
+    assert ack["serial"].startswith("eu:") and ack["duplicate"] is False
+    code, out, err = await edgemesh(
+        "sub", "client:cli", "--rewind", "1", "--count", "1", "--url", us, "--key", edges.api_key
+    )
+    assert code == 0, err
+    [m] = [json.loads(line) for line in out.splitlines()]
+    assert (m["serial"], m["id"], m["name"], m["data"]) == (
+        ack["serial"],
+        ack["message_id"],
+        "n",
+        {"k": 1},
+    )
+    # A refusal from the server: exit 1, its code on one line.
+    limited = edges.token("cli", caps={"other:*": ["publish"]})
+    code, out, err = await edgemesh("pub", "client:cli", "1", "--url", eu, "--token", limited)
+    assert code == 1 and out == "" and "edgemesh pub: 40300" in err, err

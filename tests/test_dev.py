@@ -84,6 +84,22 @@ def test_dev_runs_a_supercluster_and_ctrl_c_leaves_nothing(tmp_path: Path) -> No
             cmdlines = [_cmdline(p) for p in _pids(state)]
             ours = [c for c in cmdlines if kind in c]
             assert ours and all(c[c.index("--secrets") + 1] == str(part) for c in ours)
+        # The client commands find the edges and the API key in the state file: publish in
+        # eu, then read both messages back in us.
+        where = ("--state", str(state_file))
+        pub = _edgemesh("pub", "dev:hello", '{"n": 1}', "--count", "2", *where, "--region", "eu")
+        out, err = pub.communicate(timeout=60)
+        acks = [json.loads(line) for line in out.splitlines()]
+        assert pub.returncode == 0 and len(acks) == 2, err
+        assert all(a["serial"].startswith("eu:") for a in acks)
+        sub = _edgemesh(
+            "sub", "dev:hello", "--rewind", "2", "--count", "2", *where, "--region", "us"
+        )
+        out, err = sub.communicate(timeout=60)
+        got = [json.loads(line) for line in out.splitlines()]
+        assert sub.returncode == 0, err
+        assert [m["serial"] for m in got] == [a["serial"] for a in acks]
+        assert [m["data"] for m in got] == [{"n": 1}] * 2 and "connected to us" in err
         pids = _pids(state)
         assert all(_alive(p) for p in pids)
         proc.send_signal(signal.SIGINT)
@@ -191,3 +207,20 @@ def test_bad_arguments_exit_nonzero(argv: list[str]) -> None:
     proc = _edgemesh(*argv)
     proc.communicate(timeout=30)
     assert proc.returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["pub", "ch", "not json", "--url", "ws://127.0.0.1:1/v1/connect"], "DATA is not JSON"),
+        (["sub", "ch"], "give --state, --url or --route"),
+        (["sub", "ch", "--state", "/nonexistent/state.json"], "cannot read the state file"),
+        (["pub", "ch", "1", "--url", "ws://127.0.0.1:1/v1/connect", "--key", "nocolon"], "KEY_ID"),
+    ],
+)
+def test_client_commands_refuse_bad_input_in_one_line(argv: list[str], says: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "EDGEMESH_KEYS"}
+    proc = _edgemesh(*argv, env=env)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert says in err and len(err.strip().splitlines()) == 1, err
