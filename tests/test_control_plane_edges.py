@@ -102,6 +102,18 @@ def token(planes: ControlPlanes, client: str) -> str:
     return mint_token(key, client, {"*": ["subscribe", "publish"]}, int(time.time()), 600)
 
 
+async def restore_eu(planes: ControlPlanes) -> None:
+    """Restore the drained eu and wait until every instance sees it serve again."""
+    r = await planes.post("us", "/v1/regions/eu/restore", key=planes.api_key)
+    assert r.status_code == 200, r.text
+
+    async def eu_serving_everywhere() -> bool:
+        views = await views_of(planes, REGIONS)
+        return all(v["eu"] in ("healthy", "degraded") for v in views.values())
+
+    await wait_for(eu_serving_everywhere, 15, "eu restored on every instance")
+
+
 async def first_frame(ws: ClientConnection) -> dict[str, Any]:
     async with asyncio.timeout(10):
         frame: dict[str, Any] = json.loads(await ws.recv())
@@ -146,14 +158,7 @@ async def test_drain_sends_clients_away_and_restore_brings_the_region_back(
         assert (await first_frame(ws))["region"] == "us"
     assert (await planes.get("eu", f"/v1/route?ip={PARIS}"))["region"] == "us"
 
-    r = await planes.post("us", "/v1/regions/eu/restore", key=planes.api_key)
-    assert r.status_code == 200, r.text
-
-    async def eu_serving_everywhere() -> bool:
-        views = await views_of(planes, REGIONS)
-        return all(v["eu"] in ("healthy", "degraded") for v in views.values())
-
-    await wait_for(eu_serving_everywhere, 15, "eu restored on every instance")
+    await restore_eu(planes)
     async with ws_connect(f"{edges.ws_url('eu')}?token={token(planes, 'bob')}") as ws:
         assert (await first_frame(ws))["region"] == "eu"
 
@@ -195,14 +200,7 @@ async def test_client_routes_by_the_control_plane_and_follows_a_drain(
             assert sub.resumes == 1 and sub.discontinuities == 0
         finally:
             publishing.cancel()
-            r = await planes.post("us", "/v1/regions/eu/restore", key=planes.api_key)
-            assert r.status_code == 200, r.text
-
-    async def eu_serving_everywhere() -> bool:
-        views = await views_of(planes, REGIONS)
-        return all(v["eu"] in ("healthy", "degraded") for v in views.values())
-
-    await wait_for(eu_serving_everywhere, 15, "eu restored on every instance")
+            await restore_eu(planes)
 
 
 async def test_killing_all_of_eu_fails_over_and_eu_returns_after_the_up_threshold(
