@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,12 @@ log = logging.getLogger("edgemesh.client")
 
 TokenSource = str | Callable[[], Awaitable[str]]
 AUTH_CLOSE = 4001
+
+
+def spread(retry_after_s: float) -> float:
+    """A random wait within the `retry_after_ms` of a `disconnect`: the clients an edge
+    sends away at once come to their next edge spread over that window."""
+    return retry_after_s * random.random()
 
 
 class Client:
@@ -289,7 +296,7 @@ class Client:
             d = Disconnect.from_frame(first)
             log.info("%s turned the client away: %s", url, d.reason)
             endpoints.prefer(d.fallback_regions, avoid=url)
-            return max(d.retry_after_s, self._backoff.next())
+            return max(spread(d.retry_after_s), self._backoff.next())
         code, message = error_of(first)
         if code in (40100, 40101):
             return self._auth_refused(code, message)
@@ -357,7 +364,7 @@ class Client:
             return self._auth_refused(40101, "token expired")
         if said is not None:
             endpoints.prefer(said.fallback_regions, avoid=url)
-            return max(said.retry_after_s, self._backoff.next())
+            return max(spread(said.retry_after_s), self._backoff.next())
         return self._backoff.next()
 
     async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[str]) -> None:

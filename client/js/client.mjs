@@ -371,8 +371,10 @@ export class EdgemeshClient {
     }
     if (said !== null && said.type === "disconnect") {
       endpoints.prefer(said.fallback_regions ?? [], url);
+      // A random wait within retry_after_ms: the clients an edge sends away at once come
+      // to their next edge spread over that window.
       const after = Number.isFinite(said.retry_after_ms) ? said.retry_after_ms : 0;
-      return Math.max(after, this.backoff.next());
+      return Math.max(after * Math.random(), this.backoff.next());
     }
     return this.backoff.next();
   }
