@@ -378,6 +378,8 @@ class Client:
         self._outbox = None
         self._up.clear()
         self.connection = None
+        if self.state == "connected":  # reconnecting from now, the pause before it included
+            self._set_state("connecting")
         for rid in self._core.lost():
             self._reject(
                 self._requests.pop(rid, None), ClientError(CONNECTION_LOST, "the connection ended")

@@ -38,6 +38,7 @@ class Subscription:
         self.channel = channel
         self.discontinuities = 0
         self.resumes = 0  # subscribed again on a new connection, from its cursor
+        self.most_buffered = 0  # the most messages it held untaken at once
         self.on_discontinuity = on_discontinuity
         self._client = client
         self._max = max_buffered
@@ -64,6 +65,7 @@ class Subscription:
             await self._room.wait()
         if self._ended is None:
             self._items.append(message)
+            self.most_buffered = max(self.most_buffered, len(self._items))
             self._readable.set()
 
     def end(self, why: BaseException) -> None:

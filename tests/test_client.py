@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from client import Client, ClientError, ClientSettings, Message, ServerError, Subscription
+from client import (
+    Client,
+    ClientError,
+    ClientSettings,
+    Message,
+    PublishTimeout,
+    ServerError,
+    Subscription,
+)
 from client.errors import CONNECT_TIMEOUT, UNAUTHORIZED
 from mesh.process import FreePorts
 from tests.edge_fixture import EdgeCluster, edges_fixture
@@ -134,7 +142,8 @@ async def test_subscriber_follows_a_shut_down_edge_to_another_region(
     """SIGTERM on the us edge: its `disconnect` names the fallback regions; the client goes
     to ap and resumes from its cursor: every message once, in order."""
     ch = "client:drain"
-    sub_client = await client_for("us", "ap")
+    states: list[str] = []
+    sub_client = await client_for("us", "ap", on_state=states.append)
     pub = await client_for("eu")
     sub = await sub_client.subscribe(ch)
     n, half = 300, 100
@@ -155,6 +164,7 @@ async def test_subscriber_follows_a_shut_down_edge_to_another_region(
         assert [m.id for m in got] == sent
         assert sub_client.connections == 2 and sub_client.connection.region == "ap"
         assert sub.resumes == 1 and sub.discontinuities == 0
+        assert states == ["connecting", "connected", "connecting", "connected"]
     finally:
         await restart(edges, "us")
 
@@ -247,3 +257,53 @@ async def test_the_sub_and_pub_commands(edges: EdgeCluster) -> None:
     limited = edges.token("cli", caps={"other:*": ["publish"]})
     code, out, err = await edgemesh("pub", "client:cli", "1", "--url", eu, "--token", limited)
     assert code == 1 and out == "" and "edgemesh pub: 40300" in err, err
+
+
+async def test_publish_and_request_timeouts_and_recovery(
+    edges: EdgeCluster, client_for: Callable[..., Any]
+) -> None:
+    """The eu edge is stopped (SIGSTOP) under a connected client: a publish raises
+    PublishTimeout after publish_timeout_s (not before), history raises request_timeout;
+    once the edge runs again (SIGCONT), the same client publishes."""
+    settings = ClientSettings(
+        publish_timeout_s=1.0, request_timeout_s=1.0, ping_interval_s=30, ping_timeout_s=30
+    )
+    c = await client_for("eu", settings=settings)
+    proc = edges.edge("eu").process
+    proc.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PublishTimeout) as err:
+            await c.publish("client:stopped", 1, message_id="late-1")
+        took = time.monotonic() - t0
+        assert err.value.code == "publish_timeout" and err.value.message_id == "late-1"
+        assert 1.0 <= took < 2.0, took
+        with pytest.raises(ClientError) as req:
+            await c.history("client:stopped")
+        assert req.value.code == "request_timeout"
+    finally:
+        proc.signal(signal.SIGCONT)
+    ack = await c.publish("client:stopped", 2)
+    assert ack.serial.startswith("eu:") and c.connections == 1
+
+
+async def test_a_full_subscription_pauses_reading_and_loses_nothing(
+    client_for: Callable[..., Any],
+) -> None:
+    """max_buffered_messages = 5: the client holds at most 5 untaken messages and stops
+    reading the connection; taken one by one later, all 300 arrive, in order."""
+    settings = ClientSettings(max_buffered_messages=5, reconnect_base_s=0.05)
+    reader = await client_for("us", settings=settings)
+    pub = await client_for("eu")
+    sub = await reader.subscribe("client:full")
+    for i in range(300):
+        await pub.publish("client:full", i)
+    marker = await pub.publish("client:full", "end")
+    # The buffer fills to its limit and stays there while nobody takes from it.
+    deadline = time.monotonic() + 10
+    while sub.buffered < 5:
+        assert time.monotonic() < deadline, sub.buffered
+        await asyncio.sleep(0.01)
+    got = [await sub.next(10) for _ in range(301)]
+    assert [m.data for m in got[:300]] == list(range(300)) and got[300].id == marker.message_id
+    assert sub.most_buffered == 5  # reached, never passed

@@ -147,3 +147,27 @@ async def test_expired_tokens_are_replaced(edges: EdgeCluster) -> None:
     r = await run_js("token", config(edges))
     assert r["idsMatch"] and r["minted"] >= 2
     assert r["resumes"] >= 1 and r["discontinuities"] == 0
+
+
+async def test_a_full_subscription_pauses_and_loses_nothing(edges: EdgeCluster) -> None:
+    r = await run_js("full", config(edges))
+    assert r["paused"], "the client did not close the connection on a full subscription"
+    assert r["data"] == list(range(300)) and r["idsMatch"]
+    assert r["connections"] >= 2 and r["resumes"] >= 1
+
+
+async def test_publish_and_request_timeouts_and_recovery(edges: EdgeCluster) -> None:
+    proc = edges.edge("eu").process
+    marks = iter([signal.SIGSTOP, signal.SIGCONT])
+
+    async def stop_then_continue(_: dict[str, Any]) -> None:
+        proc.signal(next(marks))
+
+    try:
+        r = await run_js("timeouts", config(edges), stop_then_continue)
+    finally:
+        proc.signal(signal.SIGCONT)
+    assert (r["publishCode"], r["messageId"]) == ("publish_timeout", "late-1")
+    assert 1000 <= r["took"] < 2000, r["took"]
+    assert r["historyCode"] == "request_timeout"
+    assert r["serial"].startswith("eu:") and r["connections"] == 1

@@ -392,6 +392,7 @@ export class EdgemeshClient {
   hangUp() {
     this.ws = null;
     this.connection = null;
+    if (this.state === "connected") this.setState("connecting"); // the pause before it included
     // Waiters for the next connection wait on a new promise (the old one has resolved).
     if (this.isUp && !this.closing && this.failure === null) this.up = deferred();
     this.isUp = false;

@@ -182,6 +182,64 @@ const scenarios = {
     return result;
   },
 
+  // maxBufferedMessages = 5: a full subscription closes the connection (4000) and the
+  // client resumes from its cursor once there is room; nothing is lost or repeated.
+  async full() {
+    const reader = new EdgemeshClient({ token: cfg.token, regions: regions("us"), settings: { ...FAST, maxBufferedMessages: 5 } });
+    const pub = new EdgemeshClient({ token: cfg.token, regions: regions("eu"), settings: FAST });
+    await Promise.all([reader.connect(), pub.connect()]);
+    const s = await reader.subscribe("js:full");
+    const sent = [];
+    for (let i = 0; i < 300; i++) sent.push((await pub.publish("js:full", i)).messageId);
+    const paused = await new Promise((resolve) => {
+      const deadline = Date.now() + 10000;
+      const check = () => {
+        if (reader.state !== "connected" && s.items.length >= 5) resolve(true);
+        else if (Date.now() > deadline) resolve(false);
+        else setTimeout(check, 10);
+      };
+      check();
+    });
+    const got = await take(s, 300);
+    const result = {
+      paused,
+      data: got.map((m) => m.data),
+      idsMatch: got.map((m) => m.id).join() === sent.join(),
+      connections: reader.connections,
+      resumes: s.resumes,
+    };
+    await Promise.all([reader.close(), pub.close()]);
+    return result;
+  },
+
+  // The eu edge is stopped (SIGSTOP) at the progress mark: a publish and a history time
+  // out; after SIGCONT (the next line on stdin) the same connection publishes.
+  async timeouts() {
+    const c = new EdgemeshClient({
+      token: cfg.token,
+      regions: regions("eu"),
+      settings: { ...FAST, publishTimeoutMs: 1000, requestTimeoutMs: 1000, pingIntervalMs: 30000, pingTimeoutMs: 30000 },
+    });
+    await c.connect();
+    await progress({ connected: true });
+    const t0 = Date.now();
+    let publishCode = null;
+    let messageId = null;
+    try {
+      await c.publish("js:stopped", 1, { messageId: "late-1" });
+    } catch (err) {
+      publishCode = err.code;
+      messageId = err.messageId;
+    }
+    const took = Date.now() - t0;
+    const historyCode = await codeOf(c.history("js:stopped"));
+    await progress({ timedOut: true });
+    const ack = await c.publish("js:stopped", 2);
+    const result = { publishCode, messageId, took, historyCode, serial: ack.serial, connections: c.connections };
+    await c.close();
+    return result;
+  },
+
   // No edge listening, then a token that is refused.
   async refused() {
     const nobody = new EdgemeshClient({
