@@ -222,7 +222,11 @@ class Client:
     async def _run(self) -> None:
         try:
             while True:
-                pause = await self._attempt()
+                try:
+                    pause = await self._attempt()
+                except Exception:  # a bug must not leave the client silently dead
+                    log.exception("connection attempt failed")
+                    pause = self._backoff.next()
                 if pause is None:
                     return  # failed for good
                 await asyncio.sleep(pause)
@@ -237,6 +241,10 @@ class Client:
         region, url = endpoints.next()
         try:
             token = self._token if isinstance(self._token, str) else await self._token()
+        except Exception as exc:  # the application's token function
+            log.warning("no token for a connection: %r", exc)
+            return self._backoff.next()
+        try:
             ws = await connect(
                 url,
                 additional_headers={"Authorization": f"Bearer {token}"},
@@ -250,17 +258,18 @@ class Client:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             log.info("cannot connect to %s (%s): %r", url, region or "-", exc)
             return self._backoff.next()
-        except Exception as exc:  # the token function failed
-            log.warning("no token for a connection: %r", exc)
-            return self._backoff.next()
         self._ws = ws
         try:
-            first = json.loads(await asyncio.wait_for(ws.recv(), self.settings.open_timeout_s))
-            if first.get("type") != "connected":
+            try:
+                first = json.loads(await asyncio.wait_for(ws.recv(), self.settings.open_timeout_s))
+                if not isinstance(first, dict):
+                    raise ValueError(f"a first frame that is not an object: {first!r:.80}")
+                hello = Connected.from_frame(first) if first.get("type") == "connected" else None
+            except (ConnectionClosed, TimeoutError, ValueError, TypeError) as exc:
+                return self._closed_early(ws, exc)
+            if hello is None:
                 return self._refused(first, url, endpoints)
-            return await self._serve(ws, Connected.from_frame(first), url, endpoints)
-        except (ConnectionClosed, TimeoutError, ValueError, TypeError) as exc:
-            return self._closed_early(ws, exc)
+            return await self._serve(ws, hello, url, endpoints)
         finally:
             await self._hang_up()
 
@@ -338,7 +347,9 @@ class Client:
                 try:
                     doc = json.loads(raw)
                 except ValueError:
-                    log.warning("unreadable frame from %s", url)
+                    doc = None
+                if not isinstance(doc, dict):
+                    log.warning("unreadable frame from %s: %r", url, raw[:80])
                     continue
                 for event in self._core.receive(doc):
                     if isinstance(event, ev.ServerDisconnect):

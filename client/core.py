@@ -215,6 +215,8 @@ class ClientCore:
 
     def receive(self, doc: Mapping[str, Any]) -> list[Event]:
         """What one server frame means."""
+        if not isinstance(doc, Mapping):
+            return [Unexpected(50000, f"a frame that is not an object: {doc!r:.80}")]
         kind = doc.get("type")
         try:
             if kind == "message":

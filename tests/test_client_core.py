@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client import core as ev
 from client.core import ClientCore
@@ -168,6 +170,9 @@ def test_plain_requests_fail_with_the_connection_and_unknown_frames_are_reported
     assert odd == ev.Unexpected(40000, "bad")
     [bad] = c.receive({"type": "message", "channel": "ch"})  # no fields
     assert isinstance(bad, ev.Unexpected) and bad.code == 50000
+    for odd in ([1, 2], "text", None, 7):
+        [e] = c.receive(odd)  # type: ignore[arg-type]
+        assert isinstance(e, ev.Unexpected) and e.code == 50000
 
 
 def test_message_and_disconnect_frames() -> None:
@@ -234,3 +239,43 @@ def test_settings_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ClientSettings(**bad)
     assert ClientSettings(max_pending_publishes=1).max_pending_publishes == 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+frame_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(
+            ["message", "ack", "nack", "subscribed", "error", "disconnect", "pong", "history_page"]
+        )
+        | st.text(),
+        "id": st.integers(0, 6) | json_values,
+        "channel": st.sampled_from(["ch", "other"]) | json_values,
+        "cursor": json_values,
+        "error": json_values,
+        "serial": json_values,
+        "message_id": json_values,
+        "fallback_regions": json_values,
+        "retry_after_ms": json_values,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(frame_like | json_values, max_size=8))
+def test_no_server_frame_breaks_the_core(frames: list[Any]) -> None:
+    """Whatever the server sends, `receive` returns events and never raises; the
+    publishes and subscriptions it keeps stay consistent."""
+    c = connected_core()
+    c.publish("ch", 1, None, None)
+    c.subscribe("ch", None, None)
+    for frame in frames:
+        events = c.receive(frame)
+        assert isinstance(events, list)
+    assert all(p.channel == "ch" for p in c.pending.values())
+    c.lost()
+    c.opened()  # a new connection can still be set up

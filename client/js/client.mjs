@@ -6,7 +6,7 @@
 // says), subscribes again from each channel's cursor, sends unacked publishes again with
 // the same message_id, and asks `getToken` for a new token when one is refused.
 
-import { Backoff, ClientCore, ClientError, Endpoints, errorOf, fromRoute } from "./core.mjs";
+import { Backoff, ClientCore, ClientError, Endpoints, errorOf, fromRoute, regionsOf } from "./core.mjs";
 
 export { ClientError } from "./core.mjs";
 
@@ -324,7 +324,7 @@ export class EdgemeshClient {
         }
         if (hello === null) {
           clearTimeout(openTimer);
-          if (frame.type !== "connected") {
+          if (frame === null || typeof frame !== "object" || frame.type !== "connected") {
             said = frame;
             ws.close();
             return;
@@ -344,7 +344,7 @@ export class EdgemeshClient {
         for (const e of this.core.receive(frame)) {
           if (e.kind === "disconnect") said = e.frame;
           else if (e.kind === "unavailable") {
-            endpoints.prefer(hello.fallback_regions ?? [], url);
+            endpoints.prefer(regionsOf(hello), url);
             ws.close();
           } else this.handle(e, ws);
         }
@@ -370,7 +370,7 @@ export class EdgemeshClient {
       return this.authRefused(40101, "token refused");
     }
     if (said !== null && said.type === "disconnect") {
-      endpoints.prefer(said.fallback_regions ?? [], url);
+      endpoints.prefer(regionsOf(said), url);
       // A random wait within retry_after_ms: the clients an edge sends away at once come
       // to their next edge spread over that window.
       const after = Number.isFinite(said.retry_after_ms) ? said.retry_after_ms : 0;

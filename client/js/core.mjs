@@ -28,6 +28,12 @@ export function errorOf(frame) {
   return [50000, "error frame without an error"];
 }
 
+// The `fallback_regions` of a `connected` or `disconnect` frame: the strings of a list.
+export function regionsOf(frame) {
+  const value = frame && frame.fallback_regions;
+  return Array.isArray(value) ? value.filter((r) => typeof r === "string") : [];
+}
+
 function newMessageId() {
   const bytes = new Uint8Array(16);
   globalThis.crypto.getRandomValues(bytes);

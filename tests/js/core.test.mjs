@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Backoff, ClientCore, ClientError, Endpoints, fromRoute } from "../../client/js/core.mjs";
+import { Backoff, ClientCore, ClientError, Endpoints, fromRoute, regionsOf } from "../../client/js/core.mjs";
 
 const message = (channel, cursor, i = 0) => ({
   type: "message", channel, id: `m${i}`, name: null, data: i, client_id: "a",
@@ -94,4 +94,20 @@ test("backoff grows to its cap", () => {
   assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => b.next()), [100, 200, 400, 800, 1000, 1000]);
   b.reset();
   assert.equal(b.next(), 100);
+});
+
+test("no server frame breaks the core", () => {
+  const c = new ClientCore(10);
+  c.opened();
+  c.publish("ch", 1);
+  c.subscribe("ch");
+  const odd = [null, 7, "text", [1, 2], {}, { type: "message" }, { type: "message", channel: "ch", cursor: 3 },
+    { type: "ack", id: 1 }, { type: "nack", id: 2, error: "x" }, { type: "subscribed", id: 2, cursor: {} },
+    { type: "error", error: null }, { type: "disconnect", fallback_regions: 5 }, { type: "pong", id: "1" }];
+  for (const frame of odd) assert.ok(Array.isArray(c.receive(frame)));
+  assert.deepEqual(regionsOf({ fallback_regions: 5 }), []);
+  assert.deepEqual(regionsOf({ fallback_regions: ["us", 1, null, "ap"] }), ["us", "ap"]);
+  assert.deepEqual(regionsOf(null), []);
+  c.lost();
+  c.opened();
 });
