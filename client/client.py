@@ -61,7 +61,9 @@ class Client:
     Give it edge URLs (``urls``; or ``regions``, region name -> URLs, nearest first) or
     control-plane base URLs (``route_urls``: it asks ``GET /v1/route`` where to go).
     ``token`` is a JWT, or an async function returning a fresh one (called for every
-    connection). Use it as ``async with Client(...) as c:`` or ``start()``/``close()``.
+    connection). With ``route_urls``, a client that failed over to another region goes
+    back once the route API names its first region again (see ``route_refresh_s``).
+    Use it as ``async with Client(...) as c:`` or ``start()``/``close()``.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Client:
         self._token = token
         self._route_urls = list(route_urls)
         self._endpoints = Endpoints(given) if given else None
+        self._home: str | None = None  # the route API's first region, when it answered
         self._backoff = Backoff(self.settings.reconnect_base_s, self.settings.reconnect_max_s)
         self._core = ev.ClientCore(self.settings.max_pending_publishes)
         self._on_state = on_state
@@ -294,7 +297,10 @@ class Client:
                 try:
                     r = await http.get(base.rstrip("/") + "/v1/route")
                     r.raise_for_status()
-                    return from_route(r.json())
+                    regions = from_route(r.json())
+                    if regions:
+                        self._home = regions[0].region
+                    return regions
                 except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                     log.info("no route from %s: %r", base, exc)
         return []
@@ -338,7 +344,10 @@ class Client:
         self._outbox = outbox
         for frame in self._core.opened():  # before anything the application sends now
             outbox.put_nowait(json.dumps(frame))
-        writer = asyncio.get_running_loop().create_task(self._write(ws, outbox))
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._write(ws, outbox))
+        away = self._route_urls and self._home is not None and hello.region != self._home
+        homing = loop.create_task(self._watch_home(ws, hello)) if away else None
         self._set_state("connected")
         self._up.set()
         said: Disconnect | None = None
@@ -364,7 +373,22 @@ class Client:
             pass
         finally:
             writer.cancel()
+            if homing is not None:
+                homing.cancel()
         return self._after(ws, said, url, endpoints)
+
+    async def _watch_home(self, ws: ClientConnection, hello: Connected) -> None:
+        """Connected outside the route's first region (after a failover): ask the route
+        API every ``route_refresh_s``; once it names another region first, close this
+        connection, and the client reconnects there (resuming as after any reconnect)."""
+        while True:
+            await asyncio.sleep(self.settings.route_refresh_s)
+            regions = await self._route()
+            if regions and regions[0].region != hello.region and self._endpoints is not None:
+                log.info("the route says %s again; leaving %s", regions[0].region, hello.region)
+                self._endpoints.replace(regions)
+                await ws.close()
+                return
 
     def _after(
         self, ws: ClientConnection, said: Disconnect | None, url: str, endpoints: Endpoints

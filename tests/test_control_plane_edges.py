@@ -25,6 +25,7 @@ from mesh.supercluster import Supercluster
 from tests.conftest import start_supercluster
 from tests.cp_cluster import ControlPlanes, addresses, dns_answer, dump, views_of, wait_for
 from tests.geoip_fixture import CLIENTS, build_city_db, geo_topology
+from tests.js_client import run_js
 
 REGIONS = ("eu", "us", "ap")
 PARIS = CLIENTS["paris"].address
@@ -168,10 +169,11 @@ async def test_client_routes_by_the_control_plane_and_follows_a_drain(
 ) -> None:
     """The Python client asks the route API where to go (127.0.0.1 has no location: the
     default region, eu), then follows eu's drain to the first fallback and resumes its
-    subscription there: every message once, in order."""
+    subscription there: every message once, in order. After the restore, the route names
+    eu again and the client goes back, losing nothing either."""
     planes, edges = deployment
     route = await planes.get("ap", "/v1/route")
-    settings = ClientSettings(reconnect_base_s=0.05, reconnect_max_s=0.5)
+    settings = ClientSettings(reconnect_base_s=0.05, reconnect_max_s=0.5, route_refresh_s=1.0)
     sub_client = Client(
         token(planes, "carol"), route_urls=[planes.url("us"), planes.url("ap")], settings=settings
     )
@@ -201,6 +203,53 @@ async def test_client_routes_by_the_control_plane_and_follows_a_drain(
         finally:
             publishing.cancel()
             await restore_eu(planes)
+
+        async def back_in_eu() -> bool:
+            c = sub_client.connection
+            return c is not None and c.region == "eu"
+
+        # Publishing goes on while the client moves back, and a little after.
+        home = asyncio.create_task(wait_for(back_in_eu, 15, "the client back in eu"))
+        more: list[str] = []
+        while not home.done() or len(more) < 10:
+            more.append((await pub.publish("cp:client", n + len(more))).message_id)
+            await asyncio.sleep(0.02)
+        await home
+        assert [(await sub.next(30)).id for _ in more] == more
+        assert sub.resumes == 2 and sub.discontinuities == 0
+
+
+async def test_javascript_client_routes_leaves_a_drain_and_comes_back(
+    deployment: tuple[ControlPlanes, Edges],
+) -> None:
+    """The same with the JavaScript client (tests/js/scenario.mjs `route`): eu first, us
+    while eu is drained, eu again after the restore; every message once, in order."""
+    planes, edges = deployment
+    cfg = {
+        "token": token(planes, "js"),
+        "routeUrls": [planes.url("us"), planes.url("ap")],
+        "ws": {"ap": edges.ws_url("ap")},
+        "fallback": "us",
+    }
+    drained = False
+
+    async def act(_: dict[str, Any]) -> None:
+        nonlocal drained
+        if not drained:
+            r = await planes.post("us", "/v1/regions/eu/drain", key=planes.api_key)
+            assert r.status_code == 200, r.text
+            drained = True
+        else:
+            await restore_eu(planes)
+            drained = False
+
+    try:
+        r = await run_js("route", cfg, act)
+    finally:
+        if drained:  # it stopped between the drain and the restore
+            await restore_eu(planes)
+    assert r["regions"] == ["eu", "us", "eu"]
+    assert r["idsMatch"] and r["resumes"] == 2 and r["discontinuities"] == 0
 
 
 async def test_killing_all_of_eu_fails_over_and_eu_returns_after_the_up_threshold(

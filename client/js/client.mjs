@@ -22,6 +22,7 @@ export const DEFAULTS = Object.freeze({
   pingIntervalMs: 15000, // a `ping` frame this often; no `pong` within pingTimeoutMs: reconnect
   pingTimeoutMs: 15000,
   rateLimitedRetryMs: 500,
+  routeRefreshMs: 30000, // with routeUrls, after a failover: how often to ask whether to go back
 });
 
 const AUTH_CLOSE = 4001;
@@ -157,6 +158,7 @@ export class EdgemeshClient {
     this.failure = null;
     this.closing = false;
     this.running = null;
+    this.home = null; // the route API's first region, once it answered
   }
 
   // -- lifecycle --------------------------------------------------------------------------
@@ -272,7 +274,11 @@ export class EdgemeshClient {
     for (const base of this.routeUrls) {
       try {
         const r = await fetch(base.replace(/\/$/, "") + "/v1/route", { signal: AbortSignal.timeout(this.settings.openTimeoutMs) });
-        if (r.ok) return fromRoute(await r.json());
+        if (r.ok) {
+          const regions = fromRoute(await r.json());
+          if (regions.length) this.home = regions[0].region;
+          return regions;
+        }
       } catch {
         // the next control plane
       }
@@ -306,6 +312,18 @@ export class EdgemeshClient {
       let said = null;
       let pingTimer = null;
       let pongTimer = null;
+      let homeTimer = null;
+      // Connected outside the route's first region (after a failover): ask the route API
+      // every routeRefreshMs; once it names another region first, go there.
+      const watchHome = () => {
+        homeTimer = setTimeout(async () => {
+          const regions = await this.route();
+          if (regions.length && regions[0].region !== hello.region) {
+            this.endpoints.set(regions);
+            ws.close();
+          } else if (ws.readyState === 1) watchHome();
+        }, this.settings.routeRefreshMs);
+      };
       const openTimer = setTimeout(() => ws.close(), this.settings.openTimeoutMs);
       const schedulePing = () => {
         pingTimer = setTimeout(() => {
@@ -339,6 +357,7 @@ export class EdgemeshClient {
           this.isUp = true;
           this.up.resolve();
           schedulePing();
+          if (this.routeUrls.length && this.home !== null && hello.region !== this.home) watchHome();
           return;
         }
         for (const e of this.core.receive(frame)) {
@@ -353,6 +372,7 @@ export class EdgemeshClient {
         clearTimeout(openTimer);
         clearTimeout(pingTimer);
         clearTimeout(pongTimer);
+        clearTimeout(homeTimer);
         this.hangUp();
         resolve(this.after(event.code, hello, said, url, endpoints));
       };

@@ -240,6 +240,42 @@ const scenarios = {
     return result;
   },
 
+  // Routed by the control planes (cfg.routeUrls): the test drains the first region at the
+  // first progress mark and restores it at the second; the client leaves and comes back.
+  async route() {
+    const settings = { ...FAST, routeRefreshMs: 1000 };
+    const subC = new EdgemeshClient({ token: cfg.token, routeUrls: cfg.routeUrls, settings });
+    const pub = new EdgemeshClient({ token: cfg.token, regions: regions("ap"), settings: FAST });
+    await Promise.all([subC.connect(), pub.connect()]);
+    const s = await subC.subscribe("js:route");
+    const seen = [subC.connection.region];
+    const sent = [];
+    const publishUntil = async (region, atLeast) => {
+      const deadline = Date.now() + 30000;
+      let after = 0;
+      while (after < atLeast) {
+        if (Date.now() > deadline) throw new Error(`not in ${region} within 30 s`);
+        sent.push((await pub.publish("js:route", sent.length)).messageId);
+        if (subC.connection && subC.connection.region === region) after += 1;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      seen.push(region);
+    };
+    await progress({ region: seen[0] }); // the test drains it
+    await publishUntil(cfg.fallback, 20);
+    await progress({ region: cfg.fallback }); // the test restores the first region
+    await publishUntil(seen[0], 10);
+    const got = await take(s, sent.length);
+    const result = {
+      regions: seen,
+      idsMatch: got.map((m) => m.id).join() === sent.join(),
+      resumes: s.resumes,
+      discontinuities: s.discontinuities,
+    };
+    await Promise.all([subC.close(), pub.close()]);
+    return result;
+  },
+
   // No edge listening, then a token that is refused.
   async refused() {
     const nobody = new EdgemeshClient({
