@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from control_plane import metrics
@@ -88,7 +88,10 @@ def create_app(cp: ControlPlaneInstance) -> FastAPI:
         return {"events": [e.to_dict() for e in list(cp.events)[:limit]]}
 
     @app.get("/v1/route", summary="The nearest usable region for a client address")
-    async def route(request: Request, ip: str | None = None) -> dict[str, Any]:
+    async def route(request: Request, response: Response, ip: str | None = None) -> dict[str, Any]:
+        # Public, read-only and the same as geo-DNS tells anyone: a browser client on any
+        # origin may ask it (a simple GET, no credentials, so no preflight).
+        response.headers["Access-Control-Allow-Origin"] = "*"
         address = ip if ip is not None else (request.client.host if request.client else None)
         if address is not None:
             try:

@@ -270,7 +270,7 @@ async def test_publish_and_request_timeouts_and_recovery(
             await c.publish("client:stopped", 1, message_id="late-1")
         took = time.monotonic() - t0
         assert err.value.code == "publish_timeout" and err.value.message_id == "late-1"
-        assert 1.0 <= took < 2.0, took
+        assert 1.0 <= took < 3.0, took  # fired at the timeout, not long after
         with pytest.raises(ClientError) as req:
             await c.history("client:stopped")
         assert req.value.code == "request_timeout"

@@ -123,6 +123,6 @@ async def test_publish_and_request_timeouts_and_recovery(edges: EdgeCluster) -> 
     finally:
         proc.signal(signal.SIGCONT)
     assert (r["publishCode"], r["messageId"]) == ("publish_timeout", "late-1")
-    assert 1000 <= r["took"] < 2000, r["took"]
+    assert 1000 <= r["took"] < 3000, r["took"]  # fired at the timeout, not long after
     assert r["historyCode"] == "request_timeout"
     assert r["serial"].startswith("eu:") and r["connections"] == 1

@@ -99,6 +99,15 @@ async def test_bad_requests_have_stable_codes(cps: ControlPlanes) -> None:
     assert unknown["region"] == "eu" and unknown["located"] is False  # the default region
 
 
+async def test_a_browser_on_any_origin_may_read_the_route(cps: ControlPlanes) -> None:
+    page = {"Origin": "https://app.example.com"}
+    r = await cps.http.get(cps.url("ap") + f"/v1/route?ip={PARIS}", headers=page)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+    # Only the route: the operator API is not opened to pages.
+    r = await cps.http.get(cps.url("ap") + "/v1/regions", headers=page)
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
 async def test_one_observers_cut_view_takes_nothing_down(cps: ControlPlanes) -> None:
     # ap's instance restarts with eu's NATS monitoring pointed at closed ports: ap alone
     # sees eu failing round after round.
