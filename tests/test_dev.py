@@ -100,6 +100,13 @@ def test_dev_runs_a_supercluster_and_ctrl_c_leaves_nothing(tmp_path: Path) -> No
         assert sub.returncode == 0, err
         assert [m["serial"] for m in got] == [a["serial"] for a in acks]
         assert [m["data"] for m in got] == [{"n": 1}] * 2 and "connected to us" in err
+        # Without --count it runs until Ctrl-C, which ends it quietly.
+        sub = _edgemesh("sub", "dev:hello", "--rewind", "2", *where)
+        assert sub.stdout is not None
+        assert [json.loads(sub.stdout.readline())["data"] for _ in range(2)] == [{"n": 1}] * 2
+        sub.send_signal(signal.SIGINT)
+        _, err = sub.communicate(timeout=30)
+        assert sub.returncode == 130 and "Traceback" not in err, err
         pids = _pids(state)
         assert all(_alive(p) for p in pids)
         proc.send_signal(signal.SIGINT)
