@@ -49,6 +49,12 @@ TokenSource = str | Callable[[], Awaitable[str]]
 AUTH_CLOSE = 4001
 
 
+def encode(value: Any) -> str:
+    """Compact JSON, non-ASCII as is: a frame about as long as the data the edge measures
+    (escaped, Japanese text would be twice as long and could pass the frame limit)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def spread(retry_after_s: float) -> float:
     """A random wait within the `retry_after_ms` of a `disconnect`: the clients an edge
     sends away at once come to their next edge spread over that window."""
@@ -86,6 +92,7 @@ class Client:
         self._route_urls = list(route_urls)
         self._endpoints = Endpoints(given) if given else None
         self._home: str | None = None  # the route API's first region, when it answered
+        self._max_message_bytes: int | None = None  # from the last `connected` frame
         self._backoff = Backoff(self.settings.reconnect_base_s, self.settings.reconnect_max_s)
         self._core = ev.ClientCore(self.settings.max_pending_publishes)
         self._on_state = on_state
@@ -154,6 +161,15 @@ class Client:
         large...), :class:`PublishTimeout` (no ack within ``publish_timeout_s``),
         ``pending_full`` or ``closed``."""
         self._check_usable()
+        if self._max_message_bytes is not None:
+            # Checked here as the edge checks it: a frame far over the limit would make
+            # the edge close the connection (4009), again after every reconnect.
+            size = len(encode(data).encode())
+            if size > self._max_message_bytes:
+                raise ServerError(
+                    41300,
+                    f"data is {size} bytes, over max_message_bytes ({self._max_message_bytes})",
+                )
         key, mid, frame = self._core.publish(channel, data, name, message_id)
         fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._publishes[key] = fut
@@ -338,12 +354,13 @@ class Client:
     ) -> float | None:
         self.connection = hello
         self.connections += 1
+        self._max_message_bytes = hello.max_message_bytes or None
         endpoints.worked()
         self._backoff.reset()
         outbox: asyncio.Queue[str] = asyncio.Queue()
         self._outbox = outbox
         for frame in self._core.opened():  # before anything the application sends now
-            outbox.put_nowait(json.dumps(frame))
+            outbox.put_nowait(encode(frame))
         loop = asyncio.get_running_loop()
         writer = loop.create_task(self._write(ws, outbox))
         away = self._route_urls and self._home is not None and hello.region != self._home
@@ -458,7 +475,7 @@ class Client:
 
     def _send(self, frame: Mapping[str, Any]) -> None:
         if self._outbox is not None:
-            self._outbox.put_nowait(json.dumps(frame))
+            self._outbox.put_nowait(encode(frame))
 
     def _resend(self, key: int) -> None:
         frame = self._core.resend(key)

@@ -108,6 +108,24 @@ async def test_bad_requests_get_typed_errors_and_harm_nothing(
     assert c.connections == 1
     ack = await c.publish("ok:live", "fine")
     assert (await sub.next(10)).id == ack.message_id
+    # The size limit at its boundary, measured as the edge measures it (compact UTF-8
+    # JSON: a string's quotes count). Far over it, the client refuses before sending: the
+    # edge would close the connection (4009) for such a frame.
+    limit = c.connection.max_message_bytes
+    at = await c.publish("ok:live", "y" * (limit - 2))
+    assert (await sub.next(10)).id == at.message_id
+    with pytest.raises(ServerError) as err:
+        await c.publish("ok:live", "y" * (limit - 1))
+    assert err.value.code == 41300
+    with pytest.raises(ServerError) as err:
+        await c.publish("ok:live", "z" * (limit + 20_000))
+    assert err.value.code == 41300
+    # Non-ASCII text near the limit goes as UTF-8 (escaped, it would be twice the size
+    # and over the frame limit).
+    kanji = "日" * ((limit - 2) // 3)
+    ack = await c.publish("ok:live", kanji)
+    assert (await sub.next(10)).data == kanji
+    assert c.connections == 1
 
 
 async def test_no_edge_to_connect_to_and_a_refused_token(edges: EdgeCluster) -> None:

@@ -53,8 +53,10 @@ async def test_publish_subscribe_history_and_typed_errors(edges: EdgeCluster) ->
         "forbidden": 40300,
         "forbiddenSubscribe": 40300,
         "tooLarge": 41300,
+        "overByOne": 41300,
+        "farOver": 41300,
     }
-    assert r["unharmed"]
+    assert r["unharmed"] and r["atLimit"]
 
 
 async def test_no_edge_and_a_refused_token(edges: EdgeCluster) -> None:

@@ -159,6 +159,7 @@ export class EdgemeshClient {
     this.closing = false;
     this.running = null;
     this.home = null; // the route API's first region, once it answered
+    this.maxMessageBytes = null; // from the last `connected` frame
   }
 
   // -- lifecycle --------------------------------------------------------------------------
@@ -187,6 +188,14 @@ export class EdgemeshClient {
 
   async publish(channel, data, { name, messageId } = {}) {
     this.checkUsable();
+    if (this.maxMessageBytes !== null) {
+      // Checked here as the edge checks it: a frame far over the limit would make the edge
+      // close the connection (4009), again after every reconnect.
+      const size = new TextEncoder().encode(JSON.stringify(data)).length;
+      if (size > this.maxMessageBytes) {
+        throw new ClientError(41300, `data is ${size} bytes, over max_message_bytes (${this.maxMessageBytes})`);
+      }
+    }
     const { key, messageId: mid, frame } = this.core.publish(channel, data, name, messageId);
     const d = deferred();
     this.publishes.set(key, d);
@@ -349,6 +358,7 @@ export class EdgemeshClient {
           }
           hello = frame;
           this.connection = frame;
+          if (Number.isInteger(frame.max_message_bytes) && frame.max_message_bytes > 0) this.maxMessageBytes = frame.max_message_bytes;
           this.connections += 1;
           endpoints.worked();
           this.backoff.reset();

@@ -85,6 +85,15 @@ const scenarios = {
     };
     const fine = await limited.publish("ok:live", "fine");
     const [after] = await take(live, 1, 10000);
+    // The size limit at its boundary (a string's quotes count), and far over it.
+    const limit = limited.connection.max_message_bytes;
+    const atLimit = await limited.publish("ok:live", "y".repeat(limit - 2));
+    const [atLimitGot] = await take(live, 1, 10000);
+    errors.overByOne = await codeOf(limited.publish("ok:live", "y".repeat(limit - 1)));
+    errors.farOver = await codeOf(limited.publish("ok:live", "z".repeat(limit + 20000)));
+    const kanji = "日".repeat(Math.floor((limit - 2) / 3));
+    await limited.publish("ok:live", kanji);
+    const [kanjiGot] = await take(live, 1, 10000);
     const result = {
       regions: [sub.connection.region, pub.connection.region],
       data: got.map((m) => m.data.i),
@@ -94,6 +103,7 @@ const scenarios = {
       duplicate: again.duplicate && again.serial === acks[0].serial,
       errors,
       unharmed: after.id === fine.messageId && limited.connections === 1,
+      atLimit: atLimitGot.id === atLimit.messageId && kanjiGot.data === kanji && limited.connections === 1,
     };
     await Promise.all([sub.close(), pub.close(), limited.close()]);
     return result;
