@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from client import core as ev
-from client.endpoints import Backoff, Endpoints, RegionEdges, from_route
+from client.endpoints import SENDS_AWAY, Backoff, Endpoints, RegionEdges, from_route
 from client.errors import (
     CLOSED,
     CONNECT_TIMEOUT,
@@ -326,8 +326,7 @@ class Client:
         if first.get("type") == "disconnect":  # e.g. edge_full, draining
             d = Disconnect.from_frame(first)
             log.info("%s turned the client away: %s", url, d.reason)
-            endpoints.prefer(d.fallback_regions, avoid=url)
-            return max(spread(d.retry_after_s), self._backoff.next())
+            return self._told(d, url, endpoints)
         code, message = error_of(first)
         if code in (40100, 40101):
             return self._auth_refused(code, message)
@@ -415,9 +414,14 @@ class Client:
         if code == AUTH_CLOSE or (said is not None and said.reason == "token_expired"):
             return self._auth_refused(40101, "token expired")
         if said is not None:
-            endpoints.prefer(said.fallback_regions, avoid=url)
-            return max(spread(said.retry_after_s), self._backoff.next())
+            return self._told(said, url, endpoints)
         return self._backoff.next()
+
+    def _told(self, said: Disconnect, url: str, endpoints: Endpoints) -> float:
+        """After a `disconnect`: where to go next, and the pause before it."""
+        if said.reason in SENDS_AWAY:
+            endpoints.prefer(said.fallback_regions, avoid=url)
+        return max(spread(said.retry_after_s), self._backoff.next())
 
     async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[str]) -> None:
         with contextlib.suppress(ConnectionClosed):

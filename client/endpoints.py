@@ -3,9 +3,9 @@
 The candidates are edge URLs grouped by region, nearest region first (as the control
 plane's route API or the configuration lists them). A failed attempt moves on to the
 next candidate, so the other edges of the same region come before other regions. A
-`disconnect` from the server that names `fallback_regions` puts those regions first, in
-its order, and the edge that sent it last. After a connection that worked, the next
-attempt starts again from the top of the list (the nearest edge first).
+`disconnect` that sends the client away (``SENDS_AWAY``) puts its `fallback_regions`
+first, in its order, and the edge that sent it last. After a connection that worked, the
+next attempt starts again from the top of the list (the nearest edge first).
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+# The `disconnect` reasons that mean the edge or its region is going away, or is full:
+# the client then goes where `fallback_regions` says. Any other reason (slow_consumer,
+# rate_limited, token_expired...) is about the connection, not the edge: the client
+# reconnects as after any end, nearest edge first.
+SENDS_AWAY = frozenset({"draining", "shutdown", "edge_full"})
 
 
 @dataclass(frozen=True)

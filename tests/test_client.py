@@ -30,8 +30,10 @@ from client.errors import CONNECT_TIMEOUT, UNAUTHORIZED
 from mesh.process import FreePorts
 from tests.edge_fixture import EdgeCluster, edges_fixture, restart_edge
 
+SLOW_CUT_BYTES = 64 * 1024  # the ap edge cuts a slow consumer early (the default is 1 MiB)
 edges = edges_fixture(
-    env={"EDGEMESH_PUBLISH_RATE_PER_S": "1000000", "EDGEMESH_PUBLISH_BURST": "1000000"}
+    env={"EDGEMESH_PUBLISH_RATE_PER_S": "1000000", "EDGEMESH_PUBLISH_BURST": "1000000"},
+    region_env={"ap": {"EDGEMESH_MAX_SEND_BUFFER_BYTES": str(SLOW_CUT_BYTES)}},
 )
 FAST = ClientSettings(reconnect_base_s=0.05, reconnect_max_s=0.5, open_timeout_s=3.0)
 
@@ -322,3 +324,30 @@ async def test_a_full_subscription_pauses_reading_and_loses_nothing(
     got = [await sub.next(10) for _ in range(301)]
     assert [m.data for m in got[:300]] == list(range(300)) and got[300].id == marker.message_id
     assert sub.most_buffered == 5  # reached, never passed
+
+
+async def test_a_slow_consumer_cut_reconnects_to_the_same_region(
+    edges: EdgeCluster, client_for: Callable[..., Any]
+) -> None:
+    """A subscriber that stops reading is cut by its edge (ap) as a slow consumer. That
+    `disconnect` names fallback regions too, but it is about the connection, not the edge:
+    the client reconnects to ap again (not us), resumes, and gets every message once."""
+    settings = ClientSettings(max_buffered_messages=5, reconnect_base_s=0.05)
+    reader = await client_for("ap", "us", settings=settings)
+    pub = await client_for("eu")
+    sub = await reader.subscribe("client:slow")
+    key = "edgemesh_slow_consumer_disconnects_total"
+    cut_before = edges.metrics("ap").get(key, 0.0)
+    big = "x" * 8000
+    sent: list[str] = []
+    deadline = time.monotonic() + 60
+    # Publish until ap cuts the reader (the kernel's socket buffers fill first).
+    while edges.metrics("ap").get(key, 0.0) == cut_before:
+        assert time.monotonic() < deadline, f"not cut after {len(sent)} messages"
+        for _ in range(100):
+            sent.append((await pub.publish("client:slow", {"i": len(sent), "pad": big})).message_id)
+    got = [await sub.next(30) for _ in sent]
+    assert [m.data["i"] for m in got] == list(range(len(sent)))
+    assert [m.id for m in got] == sent
+    assert reader.connection is not None and reader.connection.region == "ap"
+    assert reader.connections == 2 and sub.resumes == 1 and sub.discontinuities == 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from client import core as ev
 from client.core import ClientCore
-from client.endpoints import Backoff, Endpoints, RegionEdges, from_route
+from client.endpoints import SENDS_AWAY, Backoff, Endpoints, RegionEdges, from_route
 from client.errors import PENDING_FULL, ClientError
 from client.frames import Disconnect, Message
 from client.settings import ClientSettings
@@ -204,6 +204,11 @@ def test_endpoints_prefer_what_the_server_names_and_avoid_the_sender() -> None:
     )
     e.prefer(["eu", "ap"], avoid="e1")
     assert [e.next()[1] for _ in range(4)] == ["e2", "a1", "u1", "e1"]
+
+
+def test_only_a_drain_a_shutdown_or_a_full_edge_sends_the_client_away() -> None:
+    assert SENDS_AWAY == {"draining", "shutdown", "edge_full"}
+    assert not {"slow_consumer", "rate_limited", "token_expired"} & SENDS_AWAY
 
 
 def test_route_reply() -> None:

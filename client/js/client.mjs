@@ -6,7 +6,7 @@
 // says), subscribes again from each channel's cursor, sends unacked publishes again with
 // the same message_id, and asks `getToken` for a new token when one is refused.
 
-import { Backoff, ClientCore, ClientError, Endpoints, errorOf, fromRoute, regionsOf } from "./core.mjs";
+import { Backoff, ClientCore, ClientError, Endpoints, SENDS_AWAY, errorOf, fromRoute, regionsOf } from "./core.mjs";
 
 export { ClientError } from "./core.mjs";
 
@@ -400,7 +400,7 @@ export class EdgemeshClient {
       return this.authRefused(40101, "token refused");
     }
     if (said !== null && said.type === "disconnect") {
-      endpoints.prefer(regionsOf(said), url);
+      if (SENDS_AWAY.has(said.reason)) endpoints.prefer(regionsOf(said), url);
       // A random wait within retry_after_ms: the clients an edge sends away at once come
       // to their next edge spread over that window.
       const after = Number.isFinite(said.retry_after_ms) ? said.retry_after_ms : 0;

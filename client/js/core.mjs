@@ -208,6 +208,10 @@ export class ClientCore {
   }
 }
 
+// The `disconnect` reasons that send the client away (to `fallback_regions`); any other
+// (slow_consumer, rate_limited, token_expired...) is about the connection, not the edge.
+export const SENDS_AWAY = new Set(["draining", "shutdown", "edge_full"]);
+
 // Where to connect next: candidates by region, nearest first; see client/endpoints.py.
 export class Endpoints {
   constructor(regions) {

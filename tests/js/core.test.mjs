@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Backoff, ClientCore, ClientError, Endpoints, fromRoute, regionsOf } from "../../client/js/core.mjs";
+import { Backoff, ClientCore, ClientError, Endpoints, SENDS_AWAY, fromRoute, regionsOf } from "../../client/js/core.mjs";
 
 const message = (channel, cursor, i = 0) => ({
   type: "message", channel, id: `m${i}`, name: null, data: i, client_id: "a",
@@ -110,4 +110,9 @@ test("no server frame breaks the core", () => {
   assert.deepEqual(regionsOf(null), []);
   c.lost();
   c.opened();
+});
+
+test("only a drain, a shutdown or a full edge sends the client to other regions", () => {
+  assert.deepEqual([...SENDS_AWAY].sort(), ["draining", "edge_full", "shutdown"]);
+  for (const reason of ["slow_consumer", "rate_limited", "token_expired"]) assert.ok(!SENDS_AWAY.has(reason));
 });
